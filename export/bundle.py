@@ -1,0 +1,255 @@
+"""Write a model bundle from CLIP + GAN checkpoints, and verify one (hashes and parity).
+
+The bundle layout and manifest are specified in models/README.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export import __version__
+from export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
+from export.tokenizer import build_tokenizer, unescape_html
+from training.models import load_clip_checkpoint, load_gan_checkpoint
+
+FORMAT_VERSION = 1
+GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx", "generator": "generator.onnx"}
+
+# Parity tolerances: max abs error of ONNX Runtime vs PyTorch fp32.
+# fp16 stores weights as float16 (compute stays float32), so only weight rounding differs.
+TOLERANCES = {
+    "fp32": {"embedding": 1e-4, "image_levels": 1},
+    "fp16": {"embedding": 1e-2, "image_levels": 16},
+}
+PARITY_PROMPTS = [
+    "pink-haired girl with twin tails and cat ears",
+    "a sleepy girl with silver hair and headphones",
+    "粉色双马尾的女孩，蓝眼睛，戴眼镜",
+    "戴猫耳的蓝发少女，开心地笑",
+    "Blonde ponytail, green eyes, ribbon!",
+]
+
+
+class ExportError(RuntimeError):
+    """Export or verification failed; the message says which file or check."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def noise_from_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
+    """The bundle's seed -> z rule (models/README.md), shared by export, eval and server."""
+    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32) for s in seeds])
+
+
+@dataclass
+class ExportOptions:
+    name: str
+    version: str = "0.1.0"
+    opset: int = 17
+    fp16: bool = False
+    evaluation: dict[str, Any] | None = None
+    attributes: dict[str, list[str]] | None = None
+
+
+@dataclass
+class ParityReport:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ok: bool = True
+
+    def table(self) -> str:
+        lines = [f"{'graph':<14}{'batch':>6}{'max abs err':>14}{'tolerance':>12}  result"]
+        for r in self.rows:
+            lines.append(f"{r['graph']:<14}{r['batch']:>6}{r['max_abs_err']:>14.3g}{r['tolerance']:>12.3g}  {'ok' if r['ok'] else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOptions, log=print) -> dict[str, Any]:
+    """Checkpoints -> bundle directory; raises ExportError if parity fails. Returns the manifest."""
+    clip, clip_cfg = load_clip_checkpoint(clip_ckpt)
+    g, gan_cfg, gan_raw = load_gan_checkpoint(gan_ckpt)
+    embed_dim = clip.text_projection.shape[1]
+    if gan_raw["embed_dim"] != embed_dim:
+        raise ExportError(f"{gan_ckpt}: GAN was trained on {gan_raw['embed_dim']}-d text embeddings but "
+                          f"{clip_ckpt} makes {embed_dim}-d ones: not the CLIP this GAN was trained with")
+    context = int(clip.positional_embedding.shape[0])
+    res, z_dim = g.resolution, g.z_dim
+    out.mkdir(parents=True, exist_ok=True)
+    specs = graph_specs(context, embed_dim, z_dim, res)
+
+    steps = [
+        ("text_encoder", TextEncoder(clip), (torch.zeros(2, context, dtype=torch.long),)),
+        ("image_encoder", ImageEncoder(clip), (torch.zeros(2, res, res, 4, dtype=torch.uint8),)),
+        ("generator", GeneratorGraph(g), (torch.zeros(2, z_dim), torch.zeros(2, embed_dim), torch.ones(2))),
+    ]
+    for i, (key, module, example) in enumerate(steps, 1):
+        t0 = time.time()
+        path = out / GRAPH_FILES[key]
+        export_graph(module, example, specs[key], path, options.opset)
+        if options.fp16:
+            store_weights_fp16(path)
+        _check_onnx(path)
+        log(f"[export {i}/4] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
+    build_tokenizer(context).save(str(out / "tokenizer.json"))
+    log(f"[export 4/4] tokenizer.json (context {context})")
+
+    precision = "fp16" if options.fp16 else "fp32"
+    report = check_parity(out, clip, g, context, precision)
+    log(report.table())
+    if not report.ok:
+        raise ExportError(f"parity check failed for {out} ({precision}); see the table above")
+
+    attributes = options.attributes
+    if attributes is None:
+        attributes = (clip_cfg.get("data") or {}).get("attributes") or {}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": options.name,
+        "version": options.version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "exporter": {"name": "moe-avatar-export", "version": __version__, "torch": torch.__version__},
+        "resolution": res,
+        "embed_dim": embed_dim,
+        "z_dim": z_dim,
+        "context_length": context,
+        "opset": options.opset,
+        "precision": precision,
+        "truncation": "z_eff = psi * z",
+        "files": {},
+        "attributes": attributes,
+        "training": {"clip": clip_cfg, "gan": gan_cfg, "gan_step": gan_raw.get("step")},
+        "evaluation": options.evaluation,
+        "parity": {"tolerances": TOLERANCES[precision], "rows": report.rows},
+        "source": {"clip": str(clip_ckpt), "gan": str(gan_ckpt)},
+    }
+    for key, fname in list(GRAPH_FILES.items()) + [("tokenizer", "tokenizer.json")]:
+        entry: dict[str, Any] = {"path": fname, "sha256": sha256_file(out / fname), "bytes": (out / fname).stat().st_size}
+        if key in specs:
+            entry["inputs"], entry["outputs"] = specs[key].inputs, specs[key].outputs
+        manifest["files"][key] = entry
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _check_onnx(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"{path}: onnx.checker failed: {exc}") from exc
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityReport:
+    """Run PyTorch and ONNX Runtime on the same inputs; compare against the tolerances."""
+    from tokenizers import Tokenizer
+
+    tol = TOLERANCES[precision]
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    text_s, image_s, gen_s = (_session(bundle / GRAPH_FILES[k]) for k in ("text_encoder", "image_encoder", "generator"))
+    report = ParityReport()
+
+    def add(graph: str, batch: int, err: float, limit: float) -> None:
+        ok = bool(err <= limit)
+        report.rows.append({"graph": graph, "batch": batch, "max_abs_err": float(err), "tolerance": limit, "ok": ok})
+        report.ok &= ok
+
+    for batch in (1, 5):
+        prompts = [PARITY_PROMPTS[i % len(PARITY_PROMPTS)] for i in range(batch)]
+        ids = np.array([e.ids for e in tok.encode_batch([unescape_html(p) for p in prompts])], dtype=np.int64)
+        with torch.no_grad():
+            ref_t = TextEncoder(clip)(torch.from_numpy(ids)).numpy()
+        ort_t = text_s.run(None, {"input_ids": ids})[0]
+        add("text_encoder", batch, np.abs(ref_t - ort_t).max(), tol["embedding"])
+
+        z = noise_from_seeds(list(range(7, 7 + batch)), g.z_dim)
+        psi = np.linspace(1.0, 0.6, batch).astype(np.float32)
+        with torch.no_grad():
+            ref_img = GeneratorGraph(g)(torch.from_numpy(z), torch.from_numpy(ref_t), torch.from_numpy(psi)).numpy()
+        ort_img = gen_s.run(None, {"z": z, "text_embedding": ref_t, "psi": psi})[0]
+        add("generator", batch, np.abs(ref_img.astype(np.int16) - ort_img.astype(np.int16)).max(), tol["image_levels"])
+
+        with torch.no_grad():
+            ref_i = ImageEncoder(clip)(torch.from_numpy(ref_img)).numpy()
+        ort_i = image_s.run(None, {"image": ref_img})[0]
+        add("image_encoder", batch, np.abs(ref_i - ort_i).max(), tol["embedding"])
+    return report
+
+
+def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | None = None, log=print) -> ParityReport | None:
+    """Check the manifest and every file's hash; re-run parity when the checkpoints are at hand."""
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"{manifest_path}: missing")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    for key, entry in manifest["files"].items():
+        path = bundle / entry["path"]
+        if not path.is_file():
+            raise ExportError(f"{path}: missing (listed as {key} in the manifest)")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ExportError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…")
+        if path.suffix == ".onnx":
+            _check_onnx(path)
+    log(f"{bundle}: manifest and {len(manifest['files'])} file hashes ok")
+    clip_ckpt = clip_ckpt or Path(manifest.get("source", {}).get("clip", ""))
+    gan_ckpt = gan_ckpt or Path(manifest.get("source", {}).get("gan", ""))
+    if not (clip_ckpt.is_file() and gan_ckpt.is_file()):
+        log("parity: skipped (source checkpoints not found; pass --clip and --gan)")
+        return None
+    clip, _ = load_clip_checkpoint(clip_ckpt)
+    g, _, _ = load_gan_checkpoint(gan_ckpt)
+    report = check_parity(bundle, clip, g, manifest["context_length"], manifest["precision"])
+    log(report.table())
+    if not report.ok:
+        raise ExportError(f"{bundle}: parity check failed")
+    return report
+
+
+def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -> None:
+    """A Triton model repository (onnxruntime backend, dynamic batching) from a bundle."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    triton_types = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8"}
+    for key, fname in GRAPH_FILES.items():
+        entry = manifest["files"][key]
+        model_dir = out / f"{manifest['name']}_{key}"
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle / fname, model_dir / "1" / "model.onnx")
+
+        def tensors(items: list[dict]) -> str:
+            parts = []
+            for t in items:
+                dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in t["shape"][1:]) or "1"
+                reshape = "\n    reshape: { shape: [ ] }" if len(t["shape"]) == 1 else ""
+                parts.append(f'  {{\n    name: "{t["name"]}"\n    data_type: {triton_types[t["dtype"]]}\n    dims: [ {dims} ]{reshape}\n  }}')
+            return ",\n".join(parts)
+
+        config = (
+            f'name: "{model_dir.name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
+            f"input [\n{tensors(entry['inputs'])}\n]\noutput [\n{tensors(entry['outputs'])}\n]\n"
+            "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}\n"
+            'instance_group [ { kind: KIND_AUTO } ]\n'
+        )
+        (model_dir / "config.pbtxt").write_text(config)
+    shutil.copyfile(bundle / "tokenizer.json", out / "tokenizer.json")

@@ -1,0 +1,127 @@
+"""The three exported graphs as small torch modules, and their ONNX export.
+
+Each wrapper puts the pre/post-processing inside the graph (uint8 in/out, compositing,
+normalisation), so the server feeds raw tensors and does no image maths of its own.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from training.models import encode_images, encode_texts
+
+
+class TextEncoder(nn.Module):
+    """input_ids int64 [B, C] -> L2-normalised text embedding [B, D]."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return encode_texts(self.clip, input_ids, trim=False)
+
+
+class ImageEncoder(nn.Module):
+    """RGBA uint8 [B, H, W, 4] -> L2-normalised image embedding [B, D]."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return encode_images(self.clip, x)
+
+
+class GeneratorGraph(nn.Module):
+    """z [B, Z], text_embedding [B, D], psi [B] -> RGBA uint8 [B, R, R, 4] (rows top-down)."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.g = generator
+
+    def forward(self, z: torch.Tensor, text_embedding: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        x = self.g(z, text_embedding, psi)
+        x = torch.round((x + 1.0) * 127.5).clamp(0.0, 255.0).to(torch.uint8)
+        return x.permute(0, 2, 3, 1)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names, dtypes and shapes of one graph's inputs and outputs (goes into the manifest)."""
+
+    inputs: list[dict]
+    outputs: list[dict]
+
+
+def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int) -> dict[str, GraphSpec]:
+    return {
+        "text_encoder": GraphSpec(
+            inputs=[{"name": "input_ids", "dtype": "int64", "shape": ["batch", context_length]}],
+            outputs=[{"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
+        ),
+        "image_encoder": GraphSpec(
+            inputs=[{"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 4]}],
+            outputs=[{"name": "image_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
+        ),
+        "generator": GraphSpec(
+            inputs=[
+                {"name": "z", "dtype": "float32", "shape": ["batch", z_dim]},
+                {"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]},
+                {"name": "psi", "dtype": "float32", "shape": ["batch"]},
+            ],
+            outputs=[{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
+        ),
+    }
+
+
+def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, path: Path, opset: int) -> None:
+    """torch -> ONNX with every non-fixed dimension (batch, height, width) dynamic."""
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    for io in spec.inputs + spec.outputs:
+        axes = {i: d for i, d in enumerate(io["shape"]) if isinstance(d, str)}
+        if axes:
+            dynamic_axes[io["name"]] = axes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about tracing
+        torch.onnx.export(
+            module.eval(), example, str(path),
+            input_names=[i["name"] for i in spec.inputs],
+            output_names=[o["name"] for o in spec.outputs],
+            dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+
+
+def store_weights_fp16(path: Path, min_elements: int = 1024) -> None:
+    """Store large float32 initializers as float16 with a Cast back to float32.
+
+    Halves the file size; ONNX Runtime folds the Cast at load time, so inference still
+    runs in float32 and only the weights' rounding changes (see the fp16 parity bounds).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    new_inits, casts = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= min_elements:
+            half_name = init.name + "__fp16"
+            new_inits.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
+            casts.append(helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT,
+                                          name=init.name + "__cast"))
+        else:
+            new_inits.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.save(model, str(path))

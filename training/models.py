@@ -1,0 +1,281 @@
+"""The networks: a CLIP (open_clip's classes) and a DF-GAN-style text-conditioned GAN.
+
+Configs are JSON files in `training/configs/` (the open_clip way); `build_clip` and
+`build_generator` / `build_discriminator` are the one factory for each network. A checkpoint
+stores its config, so `load_clip_checkpoint` / `load_gan_checkpoint` rebuild the network
+from the checkpoint file alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# CLIP's own normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN/STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Transparent pixels are composited onto this grey before the CLIP image tower sees them.
+COMPOSITE_BACKGROUND = 0.5
+
+
+def load_config(name_or_path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Read a model config by name (`clip-tiny`) or path; check its kind."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+        raise FileNotFoundError(f"config {name_or_path!r} not found (known: {', '.join(known)})")
+    cfg = json.loads(path.read_text())
+    if kind is not None and cfg.get("kind") != kind:
+        raise ValueError(f"config {path} is a {cfg.get('kind')!r} config, expected {kind!r}")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+def build_clip(model_cfg: dict[str, Any]) -> nn.Module:
+    """An open_clip CLIP from the `model` section of a clip config."""
+    from open_clip.model import CLIP
+
+    return CLIP(
+        embed_dim=model_cfg["embed_dim"],
+        vision_cfg=dict(model_cfg["vision_cfg"]),
+        text_cfg=dict(model_cfg["text_cfg"]),
+    )
+
+
+def clip_image_input(rgba: torch.Tensor, image_size: int) -> torch.Tensor:
+    """RGBA floats in [0, 1], NCHW -> the normalised RGB tensor the CLIP image tower expects.
+
+    Compositing, resizing and normalisation live here once; training, evaluation and the
+    exported image encoder all call this, so they cannot disagree.
+    """
+    rgb, alpha = rgba[:, :3], rgba[:, 3:4]
+    rgb = rgb * alpha + COMPOSITE_BACKGROUND * (1.0 - alpha)
+    if rgb.shape[-1] != image_size or rgb.shape[-2] != image_size:
+        rgb = F.interpolate(rgb, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
+def encode_images(clip: nn.Module, rgba_01: torch.Tensor) -> torch.Tensor:
+    """L2-normalised CLIP image embeddings of RGBA images in [0, 1] (NCHW)."""
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return F.normalize(clip.encode_image(clip_image_input(rgba_01, size)), dim=-1)
+
+
+def encode_texts(clip: nn.Module, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
+    """L2-normalised CLIP text embeddings of token ids [B, context].
+
+    With `trim`, the padding columns after the longest caption's end token are cut before
+    the transformer runs. The text tower is causal and pools at the end token, so the
+    result is the same as the full-context computation (which the ONNX export uses), at a
+    fraction of the cost for short captions.
+    """
+    if not trim:
+        return F.normalize(clip.encode_text(tokens), dim=-1)
+    length = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id
+    tokens = tokens[:, :length]
+    x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    return F.normalize(x @ clip.text_projection, dim=-1)
+
+
+# ----------------------------------------------------------------------------- GAN
+
+class Affine(nn.Module):
+    """Per-channel scale and shift predicted from the condition (DF-GAN's affine)."""
+
+    def __init__(self, cond_dim: int, hidden: int, channels: int):
+        super().__init__()
+        self.gamma = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.beta = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        # Start as the identity: gamma = 1, beta = 0.
+        nn.init.zeros_(self.gamma[2].weight)
+        nn.init.ones_(self.gamma[2].bias)
+        nn.init.zeros_(self.beta[2].weight)
+        nn.init.zeros_(self.beta[2].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma(cond)[:, :, None, None] + self.beta(cond)[:, :, None, None]
+
+
+class FusionBlock(nn.Module):
+    """Two (affine -> LeakyReLU) fusions around a 3x3 conv: text steers every channel."""
+
+    def __init__(self, cond_dim: int, hidden: int, in_ch: int, out_ch: int):
+        super().__init__()
+        self.affine0 = Affine(cond_dim, hidden, in_ch)
+        self.affine1 = Affine(cond_dim, hidden, in_ch)
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.affine0(x, cond), 0.2)
+        x = F.leaky_relu(self.affine1(x, cond), 0.2)
+        return self.conv(x)
+
+
+class GBlock(nn.Module):
+    """Upsample x2, two fusion blocks, learned residual shortcut."""
+
+    def __init__(self, cond_dim: int, hidden: int, in_ch: int, out_ch: int):
+        super().__init__()
+        self.fuse1 = FusionBlock(cond_dim, hidden, in_ch, out_ch)
+        self.fuse2 = FusionBlock(cond_dim, hidden, out_ch, out_ch)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.shortcut(x) + self.fuse2(self.fuse1(x, cond), cond)
+
+
+def _channel_plan(base: int, resolution: int, ch_mult: list[int]) -> list[int]:
+    """Channel widths from 4x4 up to `resolution` (one entry per resolution)."""
+    n_levels = int(math.log2(resolution)) - 1
+    if len(ch_mult) != n_levels:
+        raise ValueError(f"ch_mult needs {n_levels} entries for {resolution} px (4x4 .. {resolution}), got {len(ch_mult)}")
+    return [base * m for m in ch_mult]
+
+
+class Generator(nn.Module):
+    """G(z, T, psi) -> RGBA in [-1, 1]. Truncation: z_eff = psi * z (toward G(0, T))."""
+
+    def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
+                 channels: int = 4, cond_hidden: int = 128):
+        super().__init__()
+        self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
+        chans = _channel_plan(ngf, resolution, ch_mult)
+        cond_dim = z_dim + embed_dim
+        self.fc = nn.Linear(z_dim, chans[0] * 4 * 4)
+        self.blocks = nn.ModuleList(GBlock(cond_dim, cond_hidden, chans[i], chans[i + 1]) for i in range(len(chans) - 1))
+        self.to_rgba = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(chans[-1], channels, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor, text: torch.Tensor, psi: torch.Tensor | None = None) -> torch.Tensor:
+        if psi is not None:
+            z = z * psi.view(-1, 1)
+        cond = torch.cat([z, text], dim=1)
+        x = self.fc(z).view(z.shape[0], -1, 4, 4)
+        for block in self.blocks:
+            x = block(x, cond)
+        return torch.tanh(self.to_rgba(x))
+
+
+class DBlock(nn.Module):
+    """Residual downsampling block (DF-GAN's D_Block)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.res = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(self.shortcut(x), 2) + self.gamma * self.res(x)
+
+
+class Discriminator(nn.Module):
+    """Target-aware conditional D: image features at 4x4 joined with the tiled text embedding."""
+
+    def __init__(self, resolution: int, embed_dim: int, ndf: int, ch_mult: list[int], channels: int = 4):
+        super().__init__()
+        chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
+        self.stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
+        self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
+        self.logits = nn.Sequential(
+            nn.Conv2d(chans[-1] + embed_dim, ndf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
+        )
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(img))
+
+    def judge(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        t = text[:, :, None, None].expand(-1, -1, feats.shape[2], feats.shape[3])
+        return self.logits(torch.cat([feats, t], dim=1)).view(-1)
+
+    def forward(self, img: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.judge(self.features(img), text)
+
+
+def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
+    m = model_cfg
+    return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4), m.get("cond_hidden", 128))
+
+
+def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:
+    m = model_cfg
+    return Discriminator(m["resolution"], embed_dim, m["ndf"], m["ch_mult"], m.get("channels", 4))
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CLIP_FAMILY = "moe-avatar/clip"
+GAN_FAMILY = "moe-avatar/gan"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or of the wrong model family."""
+
+
+def _read_checkpoint(path: str | Path, family: str) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is "unreadable"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    found = ckpt.get("family") if isinstance(ckpt, dict) else None
+    if found != family:
+        raise CheckpointError(f"{path}: is a {found or 'foreign'!s} checkpoint, expected {family}")
+    return ckpt
+
+
+def load_clip_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the CLIP from its checkpoint alone; returns (model in eval mode, config)."""
+    ckpt = _read_checkpoint(path, CLIP_FAMILY)
+    model = build_clip(ckpt["config"]["model"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["config"]
+
+
+def load_gan_checkpoint(path: str | Path) -> tuple[Generator, dict[str, Any], dict[str, Any]]:
+    """Rebuild the EMA generator from its checkpoint alone; returns (G_ema, gan config, checkpoint)."""
+    ckpt = _read_checkpoint(path, GAN_FAMILY)
+    g = build_generator(ckpt["config"]["model"], ckpt["embed_dim"])
+    g.load_state_dict(ckpt["g_ema"])
+    return g.eval(), ckpt["config"], ckpt
+
+
+def clip_checkpoint(model: nn.Module, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The dict saved as a CLIP checkpoint: enough to rebuild the network with no other file."""
+    return {"family": CLIP_FAMILY, "config": config, "model": model.state_dict(), **extra}
+
+
+def gan_checkpoint(g: nn.Module, d: nn.Module, g_ema: nn.Module, config: dict[str, Any], embed_dim: int,
+                   **extra: Any) -> dict[str, Any]:
+    """The dict saved as a GAN checkpoint; `g_ema` is what sampling and export use."""
+    return {"family": GAN_FAMILY, "config": config, "embed_dim": embed_dim, "g": g.state_dict(),
+            "d": d.state_dict(), "g_ema": g_ema.state_dict(), **extra}
