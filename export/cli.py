@@ -1,0 +1,60 @@
+"""`moe-avatar-export`: checkpoints -> ONNX model bundle, and `moe-avatar-export verify BUNDLE`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
+
+
+def _export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="moe-avatar-export", description="Export CLIP + GAN checkpoints to a model bundle.")
+    p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (clip run's checkpoint.pt)")
+    p.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (gan run's checkpoint.pt)")
+    p.add_argument("--out", required=True, type=Path, help="bundle directory, e.g. models/chibi-64")
+    p.add_argument("--name", help="model name (default: the --out directory name)")
+    p.add_argument("--version", default="0.1.0", help="model version")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size; compute stays float32)")
+    p.add_argument("--eval", type=Path, help="eval.json to record in the manifest")
+    p.add_argument("--triton", type=Path, help="also write a Triton model repository here")
+    a = p.parse_args(argv)
+    evaluation = json.loads(a.eval.read_text()) if a.eval else None
+    manifest = export_bundle(a.clip, a.gan, a.out, ExportOptions(name=a.name or a.out.name, version=a.version,
+                                                                   opset=a.opset, fp16=a.fp16, evaluation=evaluation))
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"wrote {a.out} ({total / 1e6:.1f} MB, {manifest['precision']}, {manifest['resolution']} px)")
+    if a.triton:
+        write_triton_repository(a.out, a.triton)
+        print(f"wrote Triton model repository {a.triton}")
+    return 0
+
+
+def _verify(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="moe-avatar-export verify", description="Check a bundle's hashes and ONNX/PyTorch parity.")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--clip", type=Path, help="CLIP checkpoint (default: the manifest's source)")
+    p.add_argument("--gan", type=Path, help="GAN checkpoint (default: the manifest's source)")
+    a = p.parse_args(argv)
+    verify_bundle(a.bundle, a.clip, a.gan)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "verify":
+            return _verify(argv[1:])
+        return _export(argv)
+    except ExportError as exc:
+        print(f"moe-avatar-export: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"moe-avatar-export: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Export: a tiny untrained checkpoint through the real exporter, then checks on the bundle."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.bundle import ExportError, ExportOptions, export_bundle, noise_from_seeds, sha256_file, verify_bundle, write_triton_repository
+from export.cli import main as export_main
+from export.tokenizer import build_tokenizer, unescape_html
+from export.tiny import make_tiny_checkpoints
+from training.models import CheckpointError, load_clip_checkpoint, load_gan_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_bundle: Path) -> tuple[Path, Path]:
+    src = tiny_bundle.parent / "tiny-checkpoints"
+    return src / "clip.pt", src / "gan.pt"
+
+
+def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert set(manifest["files"]) == {"text_encoder", "image_encoder", "generator", "tokenizer"}
+    for entry in manifest["files"].values():
+        path = tiny_bundle / entry["path"]
+        assert sha256_file(path) == entry["sha256"]
+        assert path.stat().st_size == entry["bytes"]
+    for key in ("resolution", "embed_dim", "z_dim", "context_length", "opset", "attributes", "training", "exporter"):
+        assert manifest[key], key
+    assert manifest["files"]["generator"]["outputs"][0]["shape"] == ["batch", 64, 64, 4]
+    assert all(row["ok"] for row in manifest["parity"]["rows"])
+    assert {row["batch"] for row in manifest["parity"]["rows"]} == {1, 5}
+
+
+def test_onnx_matches_pytorch_and_batch_is_dynamic(tiny_bundle: Path, checkpoints) -> None:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from export.graphs import GeneratorGraph, TextEncoder
+
+    clip, _ = load_clip_checkpoint(checkpoints[0])
+    g, _, _ = load_gan_checkpoint(checkpoints[1])
+    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
+    text_s = ort.InferenceSession(str(tiny_bundle / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    gen_s = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 3, 7):
+        ids = np.array([e.ids for e in tok.encode_batch([f"prompt {i} 粉色头发" for i in range(batch)])], dtype=np.int64)
+        emb = text_s.run(None, {"input_ids": ids})[0]
+        with torch.no_grad():
+            ref = TextEncoder(clip)(torch.from_numpy(ids)).numpy()
+        assert emb.shape == (batch, 32)
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+        assert np.abs(emb - ref).max() < 1e-4
+        z = noise_from_seeds(list(range(batch)), g.z_dim)
+        psi = np.ones(batch, dtype=np.float32)
+        img = gen_s.run(None, {"z": z, "text_embedding": emb, "psi": psi})[0]
+        with torch.no_grad():
+            ref_img = GeneratorGraph(g)(torch.from_numpy(z), torch.from_numpy(emb), torch.from_numpy(psi)).numpy()
+        assert img.dtype == np.uint8 and img.shape == (batch, 64, 64, 4)
+        assert np.abs(img.astype(int) - ref_img.astype(int)).max() <= 1
+
+
+def test_truncation_zero_gives_one_image_per_text(tiny_bundle: Path) -> None:
+    import onnxruntime as ort
+
+    gen_s = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    z = noise_from_seeds([1, 2], manifest["z_dim"])
+    t = np.tile(np.eye(1, manifest["embed_dim"], dtype=np.float32), (2, 1))
+    out0 = gen_s.run(None, {"z": z, "text_embedding": t, "psi": np.zeros(2, np.float32)})[0]
+    out1 = gen_s.run(None, {"z": z, "text_embedding": t, "psi": np.ones(2, np.float32)})[0]
+    assert np.array_equal(out0[0], out0[1])
+    assert not np.array_equal(out1[0], out1[1])
+
+
+def _corpus() -> list[str]:
+    rng = np.random.default_rng(0)
+    words = ["pink", "hair", "Twin", "TAILS", "girl's", "cat-ears", "蓝眼睛", "粉色", "双马尾", "戴眼镜", "🐱", "✨", "ｶﾜｲｲ",
+             "ＡＢＣ", "，", "。", "！", "“quoted”", "don't", "&amp;", "&lt;3", "ﬁne", "café", "123", "\t", "\n", "  ", "x\u00a0y",
+             "银发", "猫耳", "headphones", "(bow)", "#ff00aa", "日本語", "한국어", "Ünïcödé"]
+    prompts = ["", " ", "\n\t", "🐱🐱🐱", "&amp;&amp;", "a " * 60, "粉色" * 40, "pink twin tails " * 10]
+    while len(prompts) < 220:
+        k = int(rng.integers(1, 12))
+        prompts.append(" ".join(str(rng.choice(words)) for _ in range(k)))
+    return prompts
+
+
+def test_tokenizer_matches_open_clip_on_corpus() -> None:
+    import open_clip
+
+    prompts = _corpus()
+    assert len(prompts) >= 200
+    for context in (32, 128):
+        tok = build_tokenizer(context)
+        ours = np.array([e.ids for e in tok.encode_batch([unescape_html(p) for p in prompts])])
+        ref = open_clip.tokenize(prompts, context_length=context).numpy()
+        mismatched = [prompts[i] for i in np.nonzero((ours != ref).any(axis=1))[0]]
+        assert not mismatched, f"context {context}: {mismatched[:5]}"
+        # Over-long prompts are cut to the context with the end token kept last.
+        assert ours[prompts.index("粉色" * 40)][-1] == 49407
+
+
+def test_verify_detects_tampered_and_missing_files(tiny_bundle: Path, tmp_path: Path, checkpoints) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    report = verify_bundle(copy, *checkpoints, log=lambda *_: None)
+    assert report is not None and report.ok
+    with open(copy / "generator.onnx", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"tampered")
+    with pytest.raises(ExportError, match="generator.onnx: sha256"):
+        verify_bundle(copy, log=lambda *_: None)
+    (copy / "generator.onnx").unlink()
+    with pytest.raises(ExportError, match="generator.onnx: missing"):
+        verify_bundle(copy, log=lambda *_: None)
+    assert export_main(["verify", str(copy)]) == 1
+
+
+def test_wrong_model_family_fails_clearly(checkpoints, tmp_path: Path) -> None:
+    clip_ckpt, gan_ckpt = checkpoints
+    with pytest.raises(CheckpointError, match="expected moe-avatar/clip"):
+        export_bundle(gan_ckpt, gan_ckpt, tmp_path / "x", ExportOptions(name="x"))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign"):
+        export_bundle(clip_ckpt, foreign, tmp_path / "y", ExportOptions(name="y"))
+    with pytest.raises(CheckpointError, match="not found"):
+        export_bundle(tmp_path / "nope.pt", gan_ckpt, tmp_path / "z", ExportOptions(name="z"))
+
+
+def test_fp16_weights_halve_size_within_documented_bounds(tmp_path: Path) -> None:
+    clip_ckpt, gan_ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    m32 = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "fp32", ExportOptions(name="a"), log=lambda *_: None)
+    m16 = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "fp16", ExportOptions(name="a", fp16=True), log=lambda *_: None)
+    assert m16["precision"] == "fp16"
+    assert m16["files"]["text_encoder"]["bytes"] < 0.6 * m32["files"]["text_encoder"]["bytes"]
+    assert all(row["ok"] for row in m16["parity"]["rows"])
+
+
+def test_triton_repository_layout(tiny_bundle: Path, tmp_path: Path) -> None:
+    write_triton_repository(tiny_bundle, tmp_path / "triton")
+    for key in ("text_encoder", "image_encoder", "generator"):
+        model_dir = tmp_path / "triton" / f"tiny_{key}"
+        assert (model_dir / "1" / "model.onnx").stat().st_size > 0
+        config = (model_dir / "config.pbtxt").read_text()
+        assert f'name: "tiny_{key}"' in config
+        assert 'platform: "onnxruntime_onnx"' in config and "dynamic_batching" in config
+    gen = (tmp_path / "triton" / "tiny_generator" / "config.pbtxt").read_text()
+    assert "dims: [ 64, 64, 4 ]" in gen and "TYPE_UINT8" in gen and 'name: "psi"' in gen

@@ -1,0 +1,203 @@
+"""Text-conditioned GAN: `moe-avatar-train gan --data DIR --clip RUN_DIR/checkpoint.pt --config NAME --out RUN_DIR`.
+
+DF-GAN recipe on a frozen CLIP text embedding T:
+  D: hinge loss on (real, T), (real, mismatched T), (fake, T) + matching-aware gradient
+     penalty (MA-GP) on real matching pairs.
+  G: -D(fake, T) - clip_weight * cos(CLIP_image(fake), T)   (GALIP / StyleGAN-T alignment).
+An EMA copy of G is what samples, checkpoints for export, and evaluation use.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
+                             load_clip_checkpoint, load_config)
+from training.runs import (RunDir, autocast, average_gradients, broadcast_parameters, gather_rng_states, images_to_tensor,
+                           init_distributed, pick_device, restore_rng_state, rng_state, sample_batch, seed_everything,
+                           shutdown_distributed)
+from training.text import CaptionBank, tokenize
+
+# Fixed prompts for the sample grids (English and Chinese), one row each.
+SAMPLE_PROMPTS = [
+    "pink hair, twin tails, blue eyes",
+    "a girl with silver hair and cat ears",
+    "blonde ponytail, green eyes, smiling",
+    "black bob, glasses, red ribbon",
+    "粉色双马尾，蓝眼睛",
+    "银发猫耳少女",
+    "金色马尾，绿眼睛，微笑",
+    "黑色短发，戴眼镜",
+]
+SAMPLE_SEEDS = [0, 1, 2, 3, 4, 5]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="dataset directory")
+    p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (RUN_DIR/checkpoint.pt)")
+    p.add_argument("--config", default="gan-64", help="config name in training/configs or a JSON path")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's output on (real, text) and mean(||grad wrt (real, text)||^p) (DF-GAN's MA-GP)."""
+    real = real.detach().requires_grad_(True)
+    text = text.detach().requires_grad_(True)
+    out = d(real, text)
+    g_img, g_txt = torch.autograd.grad(out.sum(), (real, text), create_graph=True)
+    norm = torch.sqrt(g_img.flatten(1).pow(2).sum(1) + g_txt.pow(2).sum(1))
+    return out, norm.pow(p).mean()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+@torch.no_grad()
+def sample_grid(g, clip, z_dim: int, context: int, path: Path) -> None:
+    """Prompts x seeds picture (composited on a checkerboard so alpha is visible)."""
+    from PIL import Image
+
+    tokens = tokenize(SAMPLE_PROMPTS, context)
+    text = encode_texts(clip, tokens)
+    z = torch.stack([torch.from_numpy(np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32))
+                     for s in SAMPLE_SEEDS])
+    rows = []
+    for t in text:
+        imgs = g(z, t.expand(len(z), -1))
+        rows.append(imgs)
+    grid = torch.stack(rows)  # [P, S, 4, R, R]
+    p, s, _, r, _ = grid.shape
+    arr = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 3, 1, 4, 2).reshape(p * r, s * r, 4).numpy()
+    checker = ((np.indices((p * r, s * r)) // 8).sum(0) % 2) * 40 + 200
+    bg = np.stack([checker] * 3, -1).astype(np.float32)
+    a = arr[..., 3:4].astype(np.float32) / 255
+    rgb = arr[..., :3] * a + bg * (1 - a)
+    Image.fromarray(rgb.round().astype(np.uint8)).save(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.dataset import load_dataset
+
+    d = init_distributed()
+    device = pick_device()
+    cfg = load_config(args.config, "gan")
+    tcfg = cfg["train"]
+    for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("precision", args.precision)):
+        if val is not None:
+            tcfg[key] = val
+    run_dir = RunDir(args.out, d.main)
+    seed_everything(tcfg["seed"] + d.rank)
+
+    clip, clip_cfg = load_clip_checkpoint(args.clip)
+    clip.to(device).requires_grad_(False)
+    embed_dim = clip.text_projection.shape[1]
+    context = clip_cfg["model"]["text_cfg"]["context_length"]
+    cfg["clip"] = {"checkpoint": str(args.clip), "config": clip_cfg["name"], "embed_dim": embed_dim}
+
+    res = cfg["model"]["resolution"]
+    data = load_dataset(args.data, size=res, skip_bad=args.skip_bad, progress=d.main and not args.quiet, limit=args.limit)
+    cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows)}
+    bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet)
+
+    g = build_generator(cfg["model"], embed_dim).to(device)
+    disc = build_discriminator(cfg["model"], embed_dim).to(device)
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
+    betas = tuple(tcfg["betas"])
+    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr_g"], betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas)
+    broadcast_parameters(g, d)
+    broadcast_parameters(disc, d)
+    g_ema.load_state_dict(g.state_dict())
+    data_rng = np.random.default_rng([tcfg["seed"], d.rank])
+
+    step = 0
+    if args.resume and run_dir.checkpoint.exists():
+        ckpt = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=False)
+        g.load_state_dict(ckpt["g"])
+        disc.load_state_dict(ckpt["d"])
+        g_ema.load_state_dict(ckpt["g_ema"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        step = ckpt["step"]
+        restore_rng_state(ckpt["rng"][d.rank], data_rng)
+        run_dir.truncate_stats(step)
+    run_dir.write_config(cfg)
+    if d.main:
+        print(f"GAN {cfg['name']}: G {count_params(g) / 1e6:.2f} M, D {count_params(disc) / 1e6:.2f} M parameters, "
+              f"{res} px, {len(data.files)} images, device {device}, precision {tcfg['precision']}, {d.world} process(es)")
+
+    z_dim, bs = cfg["model"]["z_dim"], tcfg["batch_size"]
+    bar = tqdm(total=tcfg["steps"], initial=step, desc="gan", disable=not d.main or args.quiet)
+    t_last, n_last = time.time(), 0
+    while step < tcfg["steps"]:
+        idx = sample_batch(len(data.files), bs, data_rng)
+        tokens, _ = bank.pick(idx, data_rng)
+        real = images_to_tensor(data.images[idx]).to(device)
+        z = torch.randn(len(idx), z_dim, device=device)
+        with torch.no_grad():
+            text = encode_texts(clip, tokens.to(device))
+
+        # --- discriminator
+        with autocast(device, tcfg["precision"]):
+            fake = g(z, text).detach()
+            out_real, gp = ma_gradient_penalty(disc, real, text)
+            out_mis = disc(real[:-1], text[1:])  # real images with someone else's caption
+            out_fake = disc(fake, text)
+            loss_real = F.relu(1.0 - out_real).mean()
+            loss_d = loss_real + 0.5 * (F.relu(1.0 + out_mis).mean() + F.relu(1.0 + out_fake).mean()) \
+                + tcfg["ma_gp_weight"] * gp
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        average_gradients(disc, d)
+        opt_d.step()
+
+        # --- generator
+        with autocast(device, tcfg["precision"]):
+            fake = g(z, text)
+            adv = -disc(fake, text).mean()
+            clip_cos = (encode_images(clip, (fake + 1) / 2) * text).sum(dim=1).mean()
+            loss_g = adv - tcfg["clip_weight"] * clip_cos
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        average_gradients(g, d)
+        opt_g.step()
+        ema_update(g_ema, g, tcfg["ema_decay"])
+
+        step += 1
+        n_last += len(idx) * d.world
+        bar.update(1)
+        if step % 20 == 0 or step == tcfg["steps"]:
+            now = time.time()
+            row = {"step": step, "loss_d": round(float(loss_d), 5), "loss_g": round(float(loss_g), 5),
+                   "d_real": round(float(out_real.mean()), 4), "d_fake": round(float(out_fake.mean()), 4),
+                   "d_mismatch": round(float(out_mis.mean()), 4), "ma_gp": round(float(gp), 5),
+                   "clip_cos": round(float(clip_cos), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
+            t_last, n_last = now, 0
+            run_dir.log_stats(row)
+            bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", cos=f"{row['clip_cos']:.3f}", sps=row["samples_per_s"])
+        if d.main and (step % tcfg["sample_every"] == 0 or step == tcfg["steps"]):
+            sample_grid(g_ema, clip, z_dim, context, run_dir.path / "samples" / f"step_{step:06d}.png")
+        if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
+            rngs = gather_rng_states(rng_state(data_rng), d)
+            run_dir.save_checkpoint(gan_checkpoint(g, disc, g_ema, cfg, embed_dim, step=step, opt_g=opt_g.state_dict(),
+                                                   opt_d=opt_d.state_dict(), rng=rngs))
+    bar.close()
+    shutdown_distributed()
+    return 0
