@@ -1,0 +1,1 @@
+"""Training-side code for moe-avatar: procedural dataset, models and training loops."""
