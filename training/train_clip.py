@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed) as if interrupted; --resume continues")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=tcfg["lr"], betas=(0.9, 0.98), eps=1e-6)
+                            lr=tcfg["lr"], betas=(0.9, 0.98), eps=1e-6, fused=True)
     broadcast_parameters(model, d)
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=d.rank, world_size=d.world)
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=tcfg["steps"], initial=step, desc="clip", disable=not d.main or args.quiet)
     t_last, n_last = time.time(), 0
-    while step < tcfg["steps"]:
+    stop_at = min(tcfg["steps"], args.stop_at or tcfg["steps"])
+    while step < stop_at:
         idx = sample_batch(len(images), tcfg["batch_size"], data_rng)
         tokens, _ = bank.pick(idx, data_rng)
         imgs = images_to_tensor(images[idx]).to(device)
@@ -163,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
         step += 1
         n_last += len(idx) * d.world
         bar.update(1)
-        if step % 20 == 0 or step == tcfg["steps"]:
+        if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
-            row = {"step": step, "loss": round(float(loss), 5), "logit_scale": round(float(model.logit_scale.exp()), 3),
+            row = {"step": step, "loss": round(loss.item(), 5), "logit_scale": round(model.logit_scale.exp().item(), 3),
                    "lr": lr_at(step - 1, tcfg), "samples_per_s": round(n_last / (now - t_last), 1)}
             t_last, n_last = now, 0
             if step % tcfg["sample_every"] == 0 or step == tcfg["steps"]:
@@ -174,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 model.train()
             run_dir.log_stats(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=row["samples_per_s"])
-        if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
+        if step % tcfg["checkpoint_every"] == 0 or step == stop_at:
             rngs = gather_rng_states(rng_state(data_rng), d)
             run_dir.save_checkpoint(clip_checkpoint(model, cfg, step=step, optimizer=opt.state_dict(), rng=rngs))
     bar.close()

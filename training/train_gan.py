@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed) as if interrupted; --resume continues")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -120,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     disc = build_discriminator(cfg["model"], embed_dim).to(device)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     betas = tuple(tcfg["betas"])
-    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr_g"], betas=betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas)
+    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr_g"], betas=betas, fused=True)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas, fused=True)
     broadcast_parameters(g, d)
     broadcast_parameters(disc, d)
     g_ema.load_state_dict(g.state_dict())
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     z_dim, bs = cfg["model"]["z_dim"], tcfg["batch_size"]
     bar = tqdm(total=tcfg["steps"], initial=step, desc="gan", disable=not d.main or args.quiet)
     t_last, n_last = time.time(), 0
-    while step < tcfg["steps"]:
+    stop_at = min(tcfg["steps"], args.stop_at or tcfg["steps"])
+    while step < stop_at:
         idx = sample_batch(len(data.files), bs, data_rng)
         tokens, _ = bank.pick(idx, data_rng)
         real = images_to_tensor(data.images[idx]).to(device)
@@ -183,9 +185,9 @@ def run(args: argparse.Namespace) -> int:
         step += 1
         n_last += len(idx) * d.world
         bar.update(1)
-        if step % 20 == 0 or step == tcfg["steps"]:
+        if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
-            row = {"step": step, "loss_d": round(float(loss_d), 5), "loss_g": round(float(loss_g), 5),
+            row = {"step": step, "loss_d": round(loss_d.item(), 5), "loss_g": round(loss_g.item(), 5),
                    "d_real": round(float(out_real.mean()), 4), "d_fake": round(float(out_fake.mean()), 4),
                    "d_mismatch": round(float(out_mis.mean()), 4), "ma_gp": round(float(gp), 5),
                    "clip_cos": round(float(clip_cos), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", cos=f"{row['clip_cos']:.3f}", sps=row["samples_per_s"])
         if d.main and (step % tcfg["sample_every"] == 0 or step == tcfg["steps"]):
             sample_grid(g_ema, clip, z_dim, context, run_dir.path / "samples" / f"step_{step:06d}.png")
-        if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
+        if step % tcfg["checkpoint_every"] == 0 or step == stop_at:
             rngs = gather_rng_states(rng_state(data_rng), d)
             run_dir.save_checkpoint(gan_checkpoint(g, disc, g_ema, cfg, embed_dim, step=step, opt_g=opt_g.state_dict(),
                                                    opt_d=opt_d.state_dict(), rng=rngs))
