@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for the moe-avatar API (see v1/avatar.proto)."""

@@ -1,0 +1,112 @@
+"""Server settings: one dataclass, filled from command-line flags, then `MOE_AVATAR_*`
+environment variables, then defaults; validated once at start so a bad setting fails
+loudly before any model is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+from dataclasses import dataclass
+
+ENV_PREFIX = "MOE_AVATAR_"
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the flag and the environment variable."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: pathlib.Path = pathlib.Path("models")
+    host: str = "[::]"
+    port: int = 50051
+    device: str = "auto"  # auto | cuda | cpu
+    cuda_device_id: int = 0
+    metrics_port: int = 0  # 0 = no metrics HTTP endpoint
+    default_model: str = ""  # empty = first model name in sorted order
+    max_batch: int = 32  # rows (avatars) per generator / encoder run
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests
+    max_queue: int = 256  # requests waiting per graph before RESOURCE_EXHAUSTED
+    intra_op_threads: int = 0  # ONNX Runtime threads per session, 0 = ORT default
+    encode_workers: int = 2  # threads that encode PNG / WebP
+    text_cache_size: int = 4096  # prompts whose embeddings are kept (LRU)
+    grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+
+    def validate(self) -> "ServerConfig":
+        def fail(name: str, why: str) -> None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} / {ENV_PREFIX}{name.upper()}: {why} (got {getattr(self, name)!r})")
+
+        if not self.models.is_dir():
+            fail("models", "must be an existing directory holding model bundles")
+        if self.device not in DEVICES:
+            fail("device", f"must be one of {', '.join(DEVICES)}")
+        if not 0 <= self.port <= 65535:
+            fail("port", "must be 0..65535 (0 = pick a free port)")
+        if not 0 <= self.metrics_port <= 65535:
+            fail("metrics_port", "must be 0..65535 (0 = disabled)")
+        if not 1 <= self.max_batch <= 1024:
+            fail("max_batch", "must be 1..1024")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            fail("max_wait_ms", "must be 0..10000")
+        if not 1 <= self.max_queue <= 100_000:
+            fail("max_queue", "must be 1..100000")
+        if not 0 <= self.intra_op_threads <= 256:
+            fail("intra_op_threads", "must be 0..256")
+        if not 1 <= self.encode_workers <= 64:
+            fail("encode_workers", "must be 1..64")
+        if not 0 <= self.text_cache_size <= 1_000_000:
+            fail("text_cache_size", "must be 0..1000000")
+        if not 0 <= self.grace_seconds <= 3600:
+            fail("grace_seconds", "must be 0..3600")
+        if self.log_format not in ("json", "text"):
+            fail("log_format", "must be json or text")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            fail("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        return self
+
+
+def _env_default(field: dataclasses.Field, environ: dict[str, str]):
+    raw = environ.get(ENV_PREFIX + field.name.upper())
+    if raw is None:
+        return field.default
+    kind = type(field.default)
+    try:
+        return kind(raw)
+    except ValueError as e:
+        raise ConfigError(f"{ENV_PREFIX}{field.name.upper()}={raw!r}: not a valid {kind.__name__}") from e
+
+
+def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """Flags mirror the dataclass fields; env vars provide the defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(
+        prog="moe-avatar-server",
+        description="Serve moe-avatar model bundles over gRPC. Every flag may also be set "
+        f"with an environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MAX_BATCH=16).",
+    )
+    helps = {
+        "models": "model repository: every sub-directory with a manifest.json is loaded",
+        "device": "auto (CUDA if it really works, else CPU, logged), cuda (fail if unusable), cpu",
+        "metrics_port": "Prometheus /metrics HTTP port (0 = disabled)",
+        "default_model": "model used when a request leaves `model` empty",
+        "max_wait_ms": "how long a micro-batch waits for more requests",
+        "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
+        "grace_seconds": "on SIGTERM/SIGINT, how long in-flight streams may finish",
+    }
+    for field in dataclasses.fields(ServerConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = type(field.default)
+        parser.add_argument(flag, type=kind, default=_env_default(field, environ), dest=field.name,
+                            help=f"{helps.get(field.name, '')} (default: %(default)s)".strip())
+    return parser
+
+
+def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:
+    args = build_parser(environ).parse_args(argv)
+    return ServerConfig(**vars(args)).validate()

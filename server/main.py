@@ -1,0 +1,142 @@
+"""`moe-avatar-server`: load every bundle in --models and serve AvatarService, health and
+reflection over gRPC (grpc.aio), with Prometheus metrics on --metrics-port.
+
+    moe-avatar-server --models models/ --port 50051 --device auto --metrics-port 9100
+
+SIGTERM / SIGINT: health goes NOT_SERVING (load balancers stop sending), new RPCs are
+refused, in-flight streams get --grace-seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from moeavatar.v1 import avatar_pb2 as pb
+from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
+from server.bundle import BundleError, find_bundles
+from server.config import ConfigError, ServerConfig, load_config
+from server.logs import setup_logging
+from server.metrics import Metrics
+from server.pipeline import ModelPipeline
+from server.runtime import DeviceError, device_description, resolve_device
+from server.service import AvatarService, ModelRegistry
+
+log = logging.getLogger("moe_avatar.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AvatarService"].full_name
+
+
+class AvatarServer:
+    """Everything one running server owns. Tests start it in-process with port 0."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._metrics_http = None
+        self.pipelines: list[ModelPipeline] = []  # one per loaded bundle
+        self._executors: list[concurrent.futures.Executor] = []
+        self._stopping: asyncio.Task | None = None
+
+    async def start(self) -> int:
+        """Load models, bind the port, start serving; returns the bound port."""
+        cfg = self.config
+        bundles = find_bundles(cfg.models)
+        factory = resolve_device(cfg.device, bundles[0].path("generator"), cfg.cuda_device_id, cfg.intra_op_threads)
+        # One thread per graph: each batcher runs one batch at a time.
+        onnx_pool = concurrent.futures.ThreadPoolExecutor(3 * len(bundles), thread_name_prefix="onnx")
+        encode_pool = concurrent.futures.ThreadPoolExecutor(cfg.encode_workers, thread_name_prefix="encode")
+        self._executors = [onnx_pool, encode_pool]
+        self.pipelines = [
+            ModelPipeline(b, factory, onnx_pool, self.metrics, max_batch=cfg.max_batch,
+                          max_wait_s=cfg.max_wait_ms / 1000, max_queue=cfg.max_queue,
+                          text_cache_size=cfg.text_cache_size)
+            for b in bundles]
+        registry = ModelRegistry(self.pipelines, cfg.default_model)
+        for p in self.pipelines:
+            p.start()
+
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_AvatarServiceServicer_to_server(AvatarService(registry, self.metrics, encode_pool), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        try:
+            self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        except RuntimeError as e:  # grpc reports a taken port as RuntimeError
+            raise OSError(f"--port: cannot bind {cfg.host}:{cfg.port} (in use?)") from e
+        await self._server.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port:
+            self._metrics_http = self.metrics.serve(cfg.metrics_port)
+        log.info("serving on port %d", self.port, extra={
+            "port": self.port, "provider": factory.provider, "device": device_description(factory),
+            "models": [f"{b.name} {b.version}" for b in bundles], "default_model": registry.default_model,
+            "metrics_port": cfg.metrics_port or None, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms})
+        return self.port
+
+    def stop(self, grace: float | None = None) -> asyncio.Task:
+        """Graceful shutdown (idempotent): NOT_SERVING, refuse new RPCs, let streams finish."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop(grace))
+        return self._stopping
+
+    async def _stop(self, grace: float | None) -> None:
+        grace = self.config.grace_seconds if grace is None else grace
+        log.info("shutting down; in-flight requests get %.1fs", grace, extra={"grace_seconds": grace})
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for p in self.pipelines:
+            await p.stop()
+        for ex in self._executors:
+            ex.shutdown(wait=False, cancel_futures=True)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+        if self._stopping is not None:
+            await self._stopping
+
+
+async def serve(config: ServerConfig) -> None:
+    server = AvatarServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    await server.wait_for_termination()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as e:
+        print(f"moe-avatar-server: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_format, config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except (BundleError, DeviceError, OSError, ValueError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

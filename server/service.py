@@ -1,0 +1,313 @@
+"""The AvatarService servicer: turns validated requests into pipeline steps and streams
+progress and texture chunks back.
+
+Every handler goes through `_rpc`, which maps our exceptions to gRPC status codes,
+counts the request in the metrics and logs one line per request with its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import json
+import logging
+import time
+import uuid
+from typing import AsyncIterator, Sequence
+
+import grpc
+import numpy as np
+
+from moeavatar.v1 import avatar_pb2 as pb
+from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
+from server import textures, validation
+from server.batcher import QueueFull
+from server.metrics import Metrics
+from server.pipeline import Avatar, ModelPipeline, noise_from_seeds, select_best, slerp
+from server.validation import RequestError
+
+log = logging.getLogger("moe_avatar.service")
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+class ModelRegistry:
+    """The loaded models. Requests address models only through this table, never by
+    path, so a model name cannot reach files outside the model repository."""
+
+    def __init__(self, pipelines: Sequence[ModelPipeline], default_model: str = "") -> None:
+        self._by_key = {(p.bundle.name, p.bundle.version): p for p in pipelines}
+        names = sorted({p.bundle.name for p in pipelines})
+        self.default_model = default_model or names[0]
+        if self.default_model not in names:
+            raise ValueError(f"--default-model {self.default_model!r} is not loaded (loaded: {', '.join(names)})")
+
+    def all(self) -> list[ModelPipeline]:
+        return [self._by_key[k] for k in sorted(self._by_key)]
+
+    def resolve(self, name: str, version: str) -> ModelPipeline:
+        name = name or self.default_model
+        candidates = [p for (n, _), p in self._by_key.items() if n == name]
+        if version:
+            candidates = [p for p in candidates if p.bundle.version == version]
+        if not candidates:
+            known = ", ".join(f"{n} {v}" for n, v in sorted(self._by_key))
+            what = f"model {name!r}" + (f" version {version!r}" if version else "")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"{what} is not loaded (loaded: {known})",
+                               [("model_version" if version and any(n == name for n, _ in self._by_key)
+                                 else "model", "not loaded")])
+        return max(candidates, key=lambda p: _version_key(p.bundle.version))
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else 0 for x in version.split("."))
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and value and len(value) <= 64:
+            return str(value)
+    return uuid.uuid4().hex[:16]
+
+
+def _rpc(method):
+    """Status mapping, metrics and the per-request log line for one RPC handler."""
+    name = method.__name__
+    streaming = inspect.isasyncgenfunction(method)
+
+    async def finish(self: "AvatarService", context, request_id: str, start: float, error: BaseException | None):
+        code = grpc.StatusCode.OK
+        if isinstance(error, QueueFull):
+            error = RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {error}; retry with backoff")
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            remaining = context.time_remaining()
+            code = (grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0
+                    else grpc.StatusCode.CANCELLED)
+        elif isinstance(error, RequestError):
+            code = error.code
+        elif error is not None:
+            code = grpc.StatusCode.INTERNAL
+            log.error("%s failed", name, exc_info=error, extra={"request_id": request_id, "method": name})
+            error = RequestError(code, f"internal error; request id {request_id}")
+        elapsed = time.perf_counter() - start
+        self.metrics.requests.labels(name, code.name).inc()
+        self.metrics.request_seconds.labels(name).observe(elapsed)
+        log.info("%s %s", name, code.name, extra={"request_id": request_id, "method": name, "code": code.name,
+                                                   "elapsed_ms": round(elapsed * 1000, 2)})
+        if isinstance(error, RequestError):
+            status = error.to_status()
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+    if streaming:
+        @functools.wraps(method)
+        async def stream_wrapper(self, request, context):
+            request_id, start = _request_id(context), time.perf_counter()
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            try:
+                async for message in method(self, request, context, request_id):
+                    yield message
+            except BaseException as e:  # noqa: BLE001 - finish() maps or re-raises
+                await finish(self, context, request_id, start, e)
+                raise
+            await finish(self, context, request_id, start, None)
+
+        return stream_wrapper
+
+    @functools.wraps(method)
+    async def unary_wrapper(self, request, context):
+        request_id, start = _request_id(context), time.perf_counter()
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        try:
+            response = await method(self, request, context, request_id)
+        except BaseException as e:  # noqa: BLE001
+            await finish(self, context, request_id, start, e)
+            raise
+        await finish(self, context, request_id, start, None)
+        return response
+
+    return unary_wrapper
+
+
+class AvatarService(pb_grpc.AvatarServiceServicer):
+    def __init__(self, registry: ModelRegistry, metrics: Metrics,
+                 encode_executor: concurrent.futures.Executor) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self._encode_executor = encode_executor
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _progress(self, stage: int, start: float) -> pb.GenerateResponse:
+        return pb.GenerateResponse(progress=pb.Progress(stage=stage, elapsed_seconds=time.perf_counter() - start))
+
+    async def _stream_textures(self, avatars: list[Avatar], spec: textures.OutputSpec,
+                               start: float) -> AsyncIterator[pb.GenerateResponse]:
+        """Encode all textures in the thread pool, then stream them in order as header + chunks."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        jobs = [loop.run_in_executor(self._encode_executor, textures.encode, a.image, spec) for a in avatars]
+        try:
+            for index, (avatar, job) in enumerate(zip(avatars, jobs)):
+                tex = await job
+                header = pb.TextureHeader(
+                    index=index, width=tex.width, height=tex.height, format=tex.format, row_order=tex.row_order,
+                    clip_score=avatar.score, resize_filter=tex.resize_filter, total_bytes=len(tex.data),
+                    sha256=tex.sha256, t=avatar.t)
+                if avatar.seed is not None:
+                    header.seed = avatar.seed
+                yield pb.GenerateResponse(texture=header)
+                for chunk in textures.chunks(index, tex.data):
+                    yield pb.GenerateResponse(chunk=chunk)
+                self.metrics.texture_bytes.labels(pb.TextureFormat.Name(tex.format)).inc(len(tex.data))
+        finally:
+            for job in jobs:
+                job.cancel()
+        self.metrics.stage_seconds.labels("encoding_textures").observe(time.perf_counter() - t0)
+        yield pb.GenerateResponse(done=pb.Done(texture_count=len(avatars),
+                                               elapsed_seconds=time.perf_counter() - start))
+
+    async def _timed(self, stage: str, awaitable):
+        t0 = time.perf_counter()
+        result = await awaitable
+        self.metrics.stage_seconds.labels(stage).observe(time.perf_counter() - t0)
+        return result
+
+    async def _generate(self, params: validation.GenerateParams,
+                        request_id: str) -> AsyncIterator[pb.GenerateResponse]:
+        """Generate as a stream of responses; shared by Generate and Edit."""
+        start = time.perf_counter()
+        pipe = self.registry.resolve(params.model, params.model_version)
+        with pipe.admit() as ticket:
+            yield pb.GenerateResponse(started=pb.Started(
+                request_id=request_id, model=pipe.bundle.name, model_version=pipe.bundle.version,
+                seed=params.seed, psi=params.psi, texture_count=params.count))
+            yield self._progress(pb.STAGE_QUEUED, start)
+            yield self._progress(pb.STAGE_ENCODING_TEXT, start)
+            text = await self._timed("encoding_text", pipe.text_embeddings([params.prompt], ticket))
+            seeds = list(range(params.seed, params.seed + params.count * params.rerank))
+            text_n = np.repeat(text, len(seeds), axis=0)
+            yield self._progress(pb.STAGE_GENERATING, start)
+            z = noise_from_seeds(seeds, pipe.bundle.z_dim)
+            psi = np.full(len(seeds), params.psi, np.float32)
+            images = await self._timed("generating", pipe.generate(z, text_n, psi, ticket))
+            yield self._progress(pb.STAGE_SCORING, start)
+            scores = await self._timed("scoring", pipe.score(images, text_n, ticket))
+        avatars = select_best(images, scores, seeds, params.count, params.rerank)
+        yield self._progress(pb.STAGE_ENCODING_TEXTURES, start)
+        async for message in self._stream_textures(avatars, params.output, start):
+            yield message
+
+    # --- RPCs --------------------------------------------------------------------
+
+    @_rpc
+    async def Generate(self, request: pb.GenerateRequest, context, request_id: str):
+        params = validation.generate_params(request)
+        async for message in self._generate(params, request_id):
+            yield message
+
+    @_rpc
+    async def Interpolate(self, request: pb.InterpolateRequest, context, request_id: str):
+        params = validation.interpolate_params(request)
+        start = time.perf_counter()
+        pipe = self.registry.resolve(params.model, params.model_version)
+        with pipe.admit() as ticket:
+            yield pb.GenerateResponse(started=pb.Started(
+                request_id=request_id, model=pipe.bundle.name, model_version=pipe.bundle.version,
+                seed=params.start_seed, psi=params.psi, texture_count=params.frames))
+            yield self._progress(pb.STAGE_QUEUED, start)
+            yield self._progress(pb.STAGE_ENCODING_TEXT, start)
+            text = await self._timed("encoding_text",
+                                     pipe.text_embeddings([params.start_prompt, params.end_prompt], ticket))
+            t = np.linspace(0.0, 1.0, params.frames)
+            z_ends = noise_from_seeds([params.start_seed, params.end_seed], pipe.bundle.z_dim)
+            z = slerp(z_ends[0], z_ends[1], t)
+            text_t = slerp(text[0], text[1], t)
+            yield self._progress(pb.STAGE_GENERATING, start)
+            psi = np.full(params.frames, params.psi, np.float32)
+            images = await self._timed("generating", pipe.generate(z, text_t, psi, ticket))
+            yield self._progress(pb.STAGE_SCORING, start)
+            scores = await self._timed("scoring", pipe.score(images, text_t, ticket))
+        last = params.frames - 1
+        avatars = [Avatar(image=images[i], score=float(scores[i]), t=float(t[i]),
+                          seed=params.start_seed if i == 0 else params.end_seed if i == last else None)
+                   for i in range(params.frames)]
+        yield self._progress(pb.STAGE_ENCODING_TEXTURES, start)
+        async for message in self._stream_textures(avatars, params.output, start):
+            yield message
+
+    @_rpc
+    async def Edit(self, request_iterator, context, request_id: str):
+        """Work on the newest request only; a new request cancels the one in progress."""
+        outbox: asyncio.Queue = asyncio.Queue()
+        newest = -1
+        end = object()
+
+        async def answer(sequence: int, request: pb.GenerateRequest) -> None:
+            sub_id = f"{request_id}.{sequence}"
+            try:
+                params = validation.generate_params(request, prefix="request.")
+                async for message in self._generate(params, sub_id):
+                    await outbox.put(pb.EditResponse(sequence=sequence, response=message))
+            except QueueFull as e:
+                await outbox.put(pb.EditResponse(sequence=sequence, error=pb.EditError(
+                    code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=f"server busy: {e}")))
+            except RequestError as e:
+                await outbox.put(pb.EditResponse(sequence=sequence, error=pb.EditError(
+                    code=e.code.value[0], message=e.message)))
+
+        async def read() -> None:
+            nonlocal newest
+            current: asyncio.Task | None = None
+            try:
+                async for edit in request_iterator:
+                    if current is not None and not current.done():
+                        current.cancel()  # stale: the user has moved on
+                    newest = edit.sequence
+                    current = asyncio.create_task(answer(edit.sequence, edit.request))
+                if current is not None:
+                    await asyncio.gather(current, return_exceptions=True)
+            finally:
+                if current is not None:
+                    current.cancel()
+                await outbox.put(end)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await outbox.get()) is not end:
+                if item.sequence >= newest:  # drop anything a newer request made stale
+                    yield item
+            await reader  # surfaces reader errors
+        finally:
+            reader.cancel()
+
+    @_rpc
+    async def EncodeText(self, request: pb.EncodeTextRequest, context, request_id: str):
+        prompt = validation.text_prompt(request)
+        pipe = self.registry.resolve(request.model, request.model_version)
+        with pipe.admit(("text_encoder",)) as ticket:
+            embedding = await pipe.text_embeddings([prompt], ticket)
+        return pb.EncodeTextResponse(embedding=embedding[0].tolist(), model=pipe.bundle.name,
+                                     model_version=pipe.bundle.version)
+
+    @_rpc
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context, request_id: str):
+        return self.model_info(self.registry.resolve(request.model, request.model_version))
+
+    @_rpc
+    async def ListModels(self, request: pb.ListModelsRequest, context, request_id: str):
+        return pb.ListModelsResponse(models=[self.model_info(p) for p in self.registry.all()],
+                                     default_model=self.registry.default_model)
+
+    def model_info(self, pipe: ModelPipeline) -> pb.ModelInfo:
+        b = pipe.bundle
+        exporter = b.manifest.get("exporter") or {}
+        return pb.ModelInfo(
+            name=b.name, version=b.version, resolution=b.resolution, embed_dim=b.embed_dim, z_dim=b.z_dim,
+            context_length=b.context_length, precision=str(b.manifest.get("precision", "fp32")),
+            created=str(b.manifest.get("created", "")),
+            exporter=f"{exporter.get('name', '')} {exporter.get('version', '')}".strip(),
+            attributes={k: pb.AttributeValues(values=v) for k, v in b.attributes.items()},
+            is_default=b.name == self.registry.default_model, execution_provider=pipe.provider,
+            manifest_json=json.dumps(b.manifest, ensure_ascii=False, sort_keys=True))

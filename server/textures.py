@@ -1,0 +1,79 @@
+"""Turn generated RGBA arrays into texture bytes: resize, row order, PNG / raw / WebP,
+then SHA-256 and chunking.
+
+Encoding is CPU work, so the service runs `encode` in a thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from moeavatar.v1 import avatar_pb2 as pb
+
+CHUNK_BYTES = 1 << 20  # 1 MiB: every message stays far below gRPC's 4 MB default limit
+
+FILTERS = {
+    pb.RESIZE_FILTER_NEAREST: Image.Resampling.NEAREST,
+    pb.RESIZE_FILTER_BILINEAR: Image.Resampling.BILINEAR,
+    pb.RESIZE_FILTER_BICUBIC: Image.Resampling.BICUBIC,
+    pb.RESIZE_FILTER_LANCZOS: Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Validated output options (validation.py fills in the defaults)."""
+
+    format: int = pb.TEXTURE_FORMAT_PNG
+    size: int = 0  # 0 = native
+    filter: int = pb.RESIZE_FILTER_LANCZOS
+    row_order: int = pb.ROW_ORDER_TOP_DOWN
+
+
+@dataclass(frozen=True)
+class EncodedTexture:
+    data: bytes
+    width: int
+    height: int
+    format: int
+    row_order: int
+    resize_filter: int  # RESIZE_FILTER_UNSPECIFIED when not resampled
+    sha256: bytes
+
+
+def encode(image: np.ndarray, spec: OutputSpec) -> EncodedTexture:
+    """uint8 [H, W, 4] top-down RGBA -> texture bytes as the client asked."""
+    applied_filter = pb.RESIZE_FILTER_UNSPECIFIED
+    pil = Image.fromarray(np.ascontiguousarray(image), mode="RGBA")
+    if spec.size and spec.size != image.shape[0]:
+        pil = pil.resize((spec.size, spec.size), FILTERS[spec.filter])
+        applied_filter = spec.filter
+    if spec.format == pb.TEXTURE_FORMAT_RGBA8:
+        pixels = np.asarray(pil)
+        if spec.row_order == pb.ROW_ORDER_BOTTOM_UP:
+            pixels = pixels[::-1]
+        data = np.ascontiguousarray(pixels).tobytes()
+    else:
+        buf = io.BytesIO()
+        if spec.format == pb.TEXTURE_FORMAT_WEBP:
+            pil.save(buf, "WEBP", lossless=True, exact=True, quality=80)
+        else:
+            pil.save(buf, "PNG", compress_level=6)
+        data = buf.getvalue()
+    return EncodedTexture(data=data, width=pil.width, height=pil.height, format=spec.format,
+                          row_order=spec.row_order, resize_filter=applied_filter,
+                          sha256=hashlib.sha256(data).digest())
+
+
+def chunks(index: int, data: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.TextureChunk]:
+    """Split texture bytes into TextureChunk messages (at least one, even when empty)."""
+    offsets = range(0, max(len(data), 1), chunk_bytes)
+    for offset in offsets:
+        yield pb.TextureChunk(texture_index=index, offset=offset, data=data[offset:offset + chunk_bytes],
+                              last=offset + chunk_bytes >= len(data))
