@@ -15,7 +15,8 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -308,9 +309,15 @@ def _batched(fn, items, batch: int = 256):
 
 # ----------------------------------------------------------------------------- metrics
 
-def prompt_accuracy(sampler: Sampler, judge: Judge, prompts: list[Prompt], seeds: list[int], rerank: int = 1,
+JudgeFn = Callable[[np.ndarray], list[dict]]
+
+
+def prompt_accuracy(sampler: Sampler, judge: JudgeFn, prompts: list[Prompt], seeds: list[int], rerank: int = 1,
                     psi: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Fraction of stated attributes the judge sees, per family, overall and per language."""
+    """Fraction of stated attributes the judge sees, per family, overall and per language.
+
+    `judge` maps uint8 RGBA images to attribute dicts (normally `partial(predict, cnn)`).
+    """
     per_family: dict[str, list[bool]] = {f: [] for f in FAMILIES}
     per_lang: dict[str, list[bool]] = {}
     all_ok: list[bool] = []
@@ -321,7 +328,7 @@ def prompt_accuracy(sampler: Sampler, judge: Judge, prompts: list[Prompt], seeds
         if rerank > 1:
             scores = (sampler.encode_image(imgs) @ t[0]).reshape(len(seeds), rerank)
             imgs = imgs.reshape(len(seeds), rerank, *imgs.shape[1:])[np.arange(len(seeds)), scores.argmax(1)]
-        for pred in predict(judge, imgs):
+        for pred in judge(imgs):
             ok = stated_correct(p.attributes, pred)
             for f, hit in ok.items():
                 per_family[f].append(hit)
@@ -446,8 +453,9 @@ def run(args: argparse.Namespace) -> int:
     prompts_path = args.prompts or PROMPT_DIR / "eval.jsonl"
     prompts = load_prompts(prompts_path)[: args.limit]
     seeds = list(range(args.seeds))
-    acc1 = prompt_accuracy(sampler, judge, prompts, seeds, 1, progress=progress)
-    acc4 = prompt_accuracy(sampler, judge, prompts, seeds, 4, progress=progress)
+    judge_fn = partial(predict, judge)
+    acc1 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 1, progress=progress)
+    acc4 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 4, progress=progress)
 
     # R-precision on generated images (seed 0) and on real renders of the same prompts (ceiling).
     rng = np.random.default_rng(0)
@@ -466,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Diversity: 40 prompts x 16 seeds, entropy of what each prompt leaves open.
     div_prompts = prompts[:40]
-    judged = [predict(judge, sampler.generate(np.repeat(sampler.encode_text([p.text]), 16, 0), list(range(5000, 5016))))
+    judged = [judge_fn(sampler.generate(np.repeat(sampler.encode_text([p.text]), 16, 0), list(range(5000, 5016))))
               for p in tqdm(div_prompts, desc="diversity", disable=not progress)]
     div = diversity(judged, [p.attributes for p in div_prompts])
 

@@ -188,9 +188,9 @@ def run(args: argparse.Namespace) -> int:
         if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
             row = {"step": step, "loss_d": round(loss_d.item(), 5), "loss_g": round(loss_g.item(), 5),
-                   "d_real": round(float(out_real.mean()), 4), "d_fake": round(float(out_fake.mean()), 4),
-                   "d_mismatch": round(float(out_mis.mean()), 4), "ma_gp": round(float(gp), 5),
-                   "clip_cos": round(float(clip_cos), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
+                   "d_real": round(out_real.mean().item(), 4), "d_fake": round(out_fake.mean().item(), 4),
+                   "d_mismatch": round(out_mis.mean().item(), 4), "ma_gp": round(gp.item(), 5),
+                   "clip_cos": round(clip_cos.item(), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
             t_last, n_last = now, 0
             run_dir.log_stats(row)
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", cos=f"{row['clip_cos']:.3f}", sps=row["samples_per_s"])
