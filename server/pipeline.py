@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import html
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -135,7 +136,10 @@ class ModelPipeline:
             await b.stop()
 
     def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
-        ids = np.array([e.ids for e in self.tokenizer.encode_batch(list(prompts))], dtype=np.int64)
+        # HTML entities are the one open_clip cleaning step tokenizer.json cannot express
+        # (models/README.md); open_clip unescapes twice.
+        texts = [html.unescape(html.unescape(p)) for p in prompts]
+        ids = np.array([e.ids for e in self.tokenizer.encode_batch(texts)], dtype=np.int64)
         if ids.shape[1] != self.bundle.context_length:  # the bundle promises exactly C ids
             raise RuntimeError(f"{self.bundle.name}: tokenizer gave {ids.shape[1]} ids, manifest says "
                                f"context_length {self.bundle.context_length}")
