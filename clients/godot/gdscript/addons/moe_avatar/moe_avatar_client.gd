@@ -1,0 +1,270 @@
+@tool
+class_name MoeAvatarClient
+extends Node
+## Generates avatars through the moe-avatar server's HTTP/JSON bridge (GDScript has no
+## HTTP/2, so it cannot speak gRPC). `POST /v1/generate` takes a GenerateRequest in the proto
+## JSON mapping (lowerCamelCase keys, uint64 as strings, enums by name) and answers with JSON
+## lines, one GenerateResponse each: started, progress, texture (header), chunk (base64
+## data), done. Chunks are joined per texture and checked against the header's SHA-256.
+##
+##     var client := MoeAvatarClient.new()
+##     add_child(client)
+##     client.completed.connect(func(textures, infos): $Sprite2D.texture = textures[0])
+##     client.generate("pink twin tails, cat ears", 1, 7)
+
+signal progress(stage: String, elapsed_seconds: float, fraction: float)
+## One ImageTexture per avatar (best first) and per texture a Dictionary: index, seed (String),
+## clipScore, width, height, format, model, modelVersion, requestId, data (the raw server bytes).
+signal completed(textures: Array[ImageTexture], infos: Array[Dictionary])
+signal failed(message: String)
+signal cancelled
+
+const FORMAT_PNG := "TEXTURE_FORMAT_PNG"
+const FORMAT_RGBA8 := "TEXTURE_FORMAT_RGBA8"
+const FORMAT_WEBP := "TEXTURE_FORMAT_WEBP"
+# Proto JSON parsers may print enums as numbers; map them back to names.
+const FORMAT_NAMES := {0: FORMAT_PNG, 1: FORMAT_PNG, 2: FORMAT_RGBA8, 3: FORMAT_WEBP}
+const STAGE_FRACTION := {
+	"STAGE_QUEUED": 0.05, "STAGE_ENCODING_TEXT": 0.1, "STAGE_GENERATING": 0.2,
+	"STAGE_SCORING": 0.5, "STAGE_ENCODING_TEXTURES": 0.7,
+}
+
+@export var host: String = "127.0.0.1"
+## The server's --http-port.
+@export var port: int = 8080
+@export var use_tls: bool = false
+@export var timeout_seconds: float = 60.0
+
+var _http: HTTPClient = null
+var _busy := false
+var _cancel_requested := false
+
+
+func is_busy() -> bool:
+	return _busy
+
+
+## A GenerateRequest in proto JSON. seed < 0 and psi < 0 leave the choice to the server.
+func build_request_body(prompt: String, count: int = 1, seed: int = -1, psi: float = -1.0,
+		format: String = FORMAT_PNG, size: int = 0, model: String = "", model_version: String = "") -> Dictionary:
+	var body := {
+		"prompt": prompt,
+		"count": count,
+		# Godot images are top-down, which is also the server's default row order.
+		"output": {"format": format, "size": size, "rowOrder": "ROW_ORDER_TOP_DOWN"},
+	}
+	if seed >= 0:
+		body["seed"] = str(seed)  # uint64 is a string in the proto JSON mapping
+	if psi >= 0.0:
+		body["psi"] = psi
+	if model != "":
+		body["model"] = model
+	if model_version != "":
+		body["modelVersion"] = model_version
+	return body
+
+
+func generate(prompt: String, count: int = 1, seed: int = -1, psi: float = -1.0, format: String = FORMAT_PNG) -> void:
+	await generate_request(build_request_body(prompt, count, seed, psi, format))
+
+
+## Stops the request in flight: closing the connection makes the server drop the work.
+func cancel() -> void:
+	if _busy:
+		_cancel_requested = true
+
+
+## Sends any GenerateRequest dictionary (e.g. the "request" of a saved sidecar .json).
+func generate_request(body: Dictionary) -> void:
+	if _busy:
+		cancel()
+		while _busy:
+			await get_tree().process_frame
+	_busy = true
+	_cancel_requested = false
+	var error := await _run(body)
+	_http.close()
+	_busy = false
+	if _cancel_requested:
+		cancelled.emit()
+	elif error != "":
+		failed.emit(error)
+
+
+func _run(body: Dictionary) -> String:
+	var deadline := Time.get_ticks_msec() + int(timeout_seconds * 1000.0)
+	_http = HTTPClient.new()
+	var tls: TLSOptions = TLSOptions.client() if use_tls else null
+	if _http.connect_to_host(host, port, tls) != OK:
+		return "cannot connect to %s:%d" % [host, port]
+	while _http.get_status() in [HTTPClient.STATUS_RESOLVING, HTTPClient.STATUS_CONNECTING]:
+		if not await _tick(deadline):
+			return _stop_reason()
+	if _http.get_status() != HTTPClient.STATUS_CONNECTED:
+		return "cannot connect to %s:%d (is the server running with --http-port %d?)" % [host, port, port]
+
+	var headers := PackedStringArray(["Content-Type: application/json", "Accept: application/x-ndjson"])
+	if _http.request(HTTPClient.METHOD_POST, "/v1/generate", headers, JSON.stringify(body)) != OK:
+		return "request failed"
+	while _http.get_status() == HTTPClient.STATUS_REQUESTING:
+		if not await _tick(deadline):
+			return _stop_reason()
+	if not _http.has_response():
+		return "no response"
+	var status_code := _http.get_response_code()
+
+	var state := {"textures": [] as Array[ImageTexture], "infos": [] as Array[Dictionary], "done": false}
+	var pending := PackedByteArray()
+	var error_body := PackedByteArray()
+	while _http.get_status() == HTTPClient.STATUS_BODY:
+		var chunk := _http.read_response_body_chunk()
+		if chunk.is_empty():
+			if not await _tick(deadline):
+				return _stop_reason()
+			continue
+		if status_code != 200:
+			error_body.append_array(chunk)
+			continue
+		pending.append_array(chunk)
+		# One JSON document per line; a line may span several network reads.
+		var newline := pending.find(10)
+		while newline != -1:
+			var line := pending.slice(0, newline).get_string_from_utf8().strip_edges()
+			pending = pending.slice(newline + 1)
+			newline = pending.find(10)
+			if line == "":
+				continue
+			var error := _handle_line(line, state)
+			if error != "":
+				return error
+	if status_code != 200:
+		return "HTTP %d: %s" % [status_code, error_body.get_string_from_utf8()]
+	if not pending.is_empty():
+		var error := _handle_line(pending.get_string_from_utf8().strip_edges(), state)
+		if error != "":
+			return error
+	if not state["done"]:
+		return "the stream ended before its done event"
+	completed.emit(state["textures"], state["infos"])
+	return ""
+
+
+## Polls the connection and waits one frame; false when cancelled or past the deadline.
+func _tick(deadline: int) -> bool:
+	_http.poll()
+	if _cancel_requested or Time.get_ticks_msec() > deadline:
+		return false
+	await get_tree().process_frame
+	return not _cancel_requested
+
+
+func _stop_reason() -> String:
+	return "cancelled" if _cancel_requested else "timed out after %.0f s" % timeout_seconds
+
+
+## Handles one GenerateResponse (proto JSON). Returns an error message, or "".
+func _handle_line(line: String, state: Dictionary) -> String:
+	var event = JSON.parse_string(line)
+	if typeof(event) != TYPE_DICTIONARY:
+		return "bad JSON line from the server: %s" % line.left(200)
+	if event.has("code") and event.has("message"):  # a google.rpc.Status sent in place of an event
+		return "server error %s: %s" % [event["code"], event["message"]]
+	if event.has("started"):
+		var started: Dictionary = event["started"]
+		state["requestId"] = started.get("requestId", "")
+		state["model"] = started.get("model", "")
+		state["modelVersion"] = started.get("modelVersion", "")
+		state["psi"] = float(started.get("psi", 0.0))
+	elif event.has("progress"):
+		var p: Dictionary = event["progress"]
+		var stage: String = str(p.get("stage", "STAGE_UNSPECIFIED"))
+		progress.emit(stage, float(p.get("elapsedSeconds", 0.0)), STAGE_FRACTION.get(stage, 0.0))
+	elif event.has("texture"):
+		# proto JSON leaves out fields at their default (0, false, ""): always .get() with a default.
+		state["header"] = event["texture"]
+		state["buffer"] = PackedByteArray()
+	elif event.has("chunk"):
+		return _add_chunk(event["chunk"], state)
+	elif event.has("done"):
+		var done: Dictionary = event["done"]
+		if int(done.get("textureCount", 0)) != state["textures"].size():
+			return "server sent %d textures but done says %s" % [state["textures"].size(), done.get("textureCount", 0)]
+		state["done"] = true
+	return ""
+
+
+func _add_chunk(chunk: Dictionary, state: Dictionary) -> String:
+	if not state.has("header"):
+		return "chunk without a texture header"
+	var header: Dictionary = state["header"]
+	var index := int(header.get("index", 0))
+	if int(chunk.get("textureIndex", 0)) != index:
+		return "chunk for texture %s inside texture %d" % [chunk.get("textureIndex", 0), index]
+	var buffer: PackedByteArray = state["buffer"]
+	if str(chunk.get("offset", "0")).to_int() != buffer.size():  # uint64: a string in proto JSON
+		return "texture %d: chunk at offset %s, expected %d" % [index, chunk.get("offset", "0"), buffer.size()]
+	buffer.append_array(Marshalls.base64_to_raw(chunk.get("data", "")))
+	state["buffer"] = buffer
+	if not chunk.get("last", false):
+		return ""
+
+	if buffer.size() != str(header.get("totalBytes", "0")).to_int():
+		return "texture %d: got %d bytes, header says %s" % [index, buffer.size(), header.get("totalBytes", "0")]
+	var hashing := HashingContext.new()
+	hashing.start(HashingContext.HASH_SHA256)
+	hashing.update(buffer)
+	if hashing.finish() != Marshalls.base64_to_raw(header.get("sha256", "")):
+		return "texture %d: SHA-256 does not match the header" % index
+	var format = header.get("format", FORMAT_PNG)
+	if typeof(format) != TYPE_STRING:
+		format = FORMAT_NAMES.get(int(format), FORMAT_PNG)
+	var width := int(header.get("width", 0))
+	var height := int(header.get("height", 0))
+	var image := decode_image(buffer, format, width, height)
+	if image == null:
+		return "texture %d: cannot decode %s" % [index, format]
+	state["textures"].append(ImageTexture.create_from_image(image))
+	state["infos"].append({
+		"index": index,
+		"seed": str(header.get("seed", "")),  # uint64 stays a string: Godot ints are signed 64-bit
+		"clipScore": float(header.get("clipScore", 0.0)),
+		"width": width,
+		"height": height,
+		"format": format,
+		"t": float(header.get("t", 0.0)),
+		"psi": state.get("psi", 0.0),
+		"model": state.get("model", ""),
+		"modelVersion": state.get("modelVersion", ""),
+		"requestId": state.get("requestId", ""),
+		"data": buffer,
+	})
+	state.erase("header")
+	return ""
+
+
+## PNG / WebP bytes, or raw top-down RGBA8, to an Image (null if the bytes are bad).
+static func decode_image(data: PackedByteArray, format: String, width: int, height: int) -> Image:
+	if format == FORMAT_RGBA8:
+		if data.size() != width * height * 4:
+			return null
+		return Image.create_from_data(width, height, false, Image.FORMAT_RGBA8, data)
+	var image := Image.new()
+	var error := image.load_webp_from_buffer(data) if format == FORMAT_WEBP else image.load_png_from_buffer(data)
+	return image if error == OK else null
+
+
+## GET /v1/models: the ListModelsResponse as a Dictionary ({} on failure).
+func list_models() -> Dictionary:
+	var request := HTTPRequest.new()
+	add_child(request)
+	var scheme := "https" if use_tls else "http"
+	request.timeout = timeout_seconds
+	if request.request("%s://%s:%d/v1/models" % [scheme, host, port]) != OK:
+		request.queue_free()
+		return {}
+	var result: Array = await request.request_completed  # [result, code, headers, body]
+	request.queue_free()
+	if result[0] != HTTPRequest.RESULT_SUCCESS or result[1] != 200:
+		return {}
+	var parsed = JSON.parse_string(result[3].get_string_from_utf8())
+	return parsed if typeof(parsed) == TYPE_DICTIONARY else {}
