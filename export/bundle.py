@@ -63,6 +63,7 @@ class ExportOptions:
     fp16: bool = False
     evaluation: dict[str, Any] | None = None
     attributes: dict[str, list[str]] | None = None
+    generator_weights: str = "ema"  # "ema" or "raw" (see load_gan_checkpoint)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class ParityReport:
 def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOptions, log=print) -> dict[str, Any]:
     """Checkpoints -> bundle directory; raises ExportError if parity fails. Returns the manifest."""
     clip, clip_cfg = load_clip_checkpoint(clip_ckpt)
-    g, gan_cfg, gan_raw = load_gan_checkpoint(gan_ckpt)
+    g, gan_cfg, gan_raw = load_gan_checkpoint(gan_ckpt, options.generator_weights)
     embed_dim = clip.text_projection.shape[1]
     if gan_raw["embed_dim"] != embed_dim:
         raise ExportError(f"{gan_ckpt}: GAN was trained on {gan_raw['embed_dim']}-d text embeddings but "
@@ -130,7 +131,8 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         "truncation": "z_eff = psi * z",
         "files": {},
         "attributes": attributes,
-        "training": {"clip": clip_cfg, "gan": gan_cfg, "gan_step": gan_raw.get("step")},
+        "training": {"clip": clip_cfg, "gan": gan_cfg, "gan_step": gan_raw.get("step"),
+                     "generator_weights": options.generator_weights},
         "evaluation": options.evaluation,
         "parity": {"tolerances": TOLERANCES[precision], "rows": report.rows},
         "source": {"clip": str(clip_ckpt), "gan": str(gan_ckpt)},
@@ -219,7 +221,7 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
         log("parity: skipped (source checkpoints not found; pass --clip and --gan)")
         return None
     clip, _ = load_clip_checkpoint(clip_ckpt)
-    g, _, _ = load_gan_checkpoint(gan_ckpt)
+    g, _, _ = load_gan_checkpoint(gan_ckpt, manifest.get("training", {}).get("generator_weights", "ema"))
     report = check_parity(bundle, clip, g, manifest["context_length"], manifest["precision"])
     log(report.table())
     if not report.ok:

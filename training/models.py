@@ -261,11 +261,17 @@ def load_clip_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), ckpt["config"]
 
 
-def load_gan_checkpoint(path: str | Path) -> tuple[Generator, dict[str, Any], dict[str, Any]]:
-    """Rebuild the EMA generator from its checkpoint alone; returns (G_ema, gan config, checkpoint)."""
+def load_gan_checkpoint(path: str | Path, weights: str = "ema") -> tuple[Generator, dict[str, Any], dict[str, Any]]:
+    """Rebuild the generator from its checkpoint alone; returns (G, gan config, checkpoint).
+
+    `weights` is "ema" (the EMA copy, the default for sampling and export) or "raw" (the
+    trained weights themselves).
+    """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     ckpt = _read_checkpoint(path, GAN_FAMILY)
     g = build_generator(ckpt["config"]["model"], ckpt["embed_dim"])
-    g.load_state_dict(ckpt["g_ema"])
+    g.load_state_dict(ckpt["g_ema" if weights == "ema" else "g"])
     return g.eval(), ckpt["config"], ckpt
 
 

@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         loss_g.backward()
         average_gradients(g, d)
         opt_g.step()
-        ema_update(g_ema, g, tcfg["ema_decay"])
+        # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
+        ema_update(g_ema, g, min(tcfg["ema_decay"], (1 + step) / (10 + step)))
 
         step += 1
         n_last += len(idx) * d.world
