@@ -13,7 +13,7 @@ from pathlib import Path
 PRESETS: dict[str, dict] = {
     "cpu": {"synth": {"count": 30000, "size": 64, "seed": 0},
             "clip": {"config": "clip-tiny", "steps": 1500},
-            "gan": {"config": "gan-64", "steps": 4000}},
+            "gan": {"config": "gan-64", "steps": 2250}},
     "gpu": {"synth": {"count": 200000, "size": 128, "seed": 0},
             "clip": {"config": "clip-base", "steps": None},
             "gan": {"config": "gan-128", "steps": None}},
