@@ -64,6 +64,7 @@ class ExportOptions:
     evaluation: dict[str, Any] | None = None
     attributes: dict[str, list[str]] | None = None
     generator_weights: str = "ema"  # "ema" or "raw" (see load_gan_checkpoint)
+    simplify: bool = False  # run onnxslim on each graph (parity is checked after it)
 
 
 @dataclass
@@ -100,6 +101,8 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         t0 = time.time()
         path = out / GRAPH_FILES[key]
         export_graph(module, example, specs[key], path, options.opset)
+        if options.simplify:
+            simplify_graph(path)
         if options.fp16:
             store_weights_fp16(path)
         _check_onnx(path)
@@ -128,6 +131,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         "context_length": context,
         "opset": options.opset,
         "precision": precision,
+        "simplified": options.simplify,
         "truncation": "z_eff = psi * z",
         "files": {},
         "attributes": attributes,
@@ -144,6 +148,17 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         manifest["files"][key] = entry
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+def simplify_graph(path: Path) -> None:
+    """Graph simplification with onnxslim (constant folding, dead-node and shape cleanup)."""
+    try:
+        import onnxslim
+    except ImportError as exc:
+        raise ExportError("--simplify needs onnxslim: pip install onnxslim") from exc
+    import onnx
+
+    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
 
 
 def _check_onnx(path: Path) -> None:

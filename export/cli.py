@@ -20,13 +20,15 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size; compute stays float32)")
     p.add_argument("--generator-weights", choices=["ema", "raw"], default="ema",
                    help="which generator weights of the GAN checkpoint to export (default: the EMA copy)")
+    p.add_argument("--simplify", action="store_true", help="simplify each graph with onnxslim (parity re-checked after)")
     p.add_argument("--eval", type=Path, help="eval.json to record in the manifest")
     p.add_argument("--triton", type=Path, help="also write a Triton model repository here")
     a = p.parse_args(argv)
     evaluation = json.loads(a.eval.read_text()) if a.eval else None
     manifest = export_bundle(a.clip, a.gan, a.out, ExportOptions(name=a.name or a.out.name, version=a.version,
                                                                    opset=a.opset, fp16=a.fp16, evaluation=evaluation,
-                                                                   generator_weights=a.generator_weights))
+                                                                   generator_weights=a.generator_weights,
+                                                                   simplify=a.simplify))
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"wrote {a.out} ({total / 1e6:.1f} MB, {manifest['precision']}, {manifest['resolution']} px)")
     if a.triton:

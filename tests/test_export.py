@@ -152,3 +152,10 @@ def test_triton_repository_layout(tiny_bundle: Path, tmp_path: Path) -> None:
         assert 'platform: "onnxruntime_onnx"' in config and "dynamic_batching" in config
     gen = (tmp_path / "triton" / "tiny_generator" / "config.pbtxt").read_text()
     assert "dims: [ 64, 64, 4 ]" in gen and "TYPE_UINT8" in gen and 'name: "psi"' in gen
+
+
+def test_simplified_export_keeps_parity(tmp_path: Path) -> None:
+    clip_ckpt, gan_ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    m = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "slim", ExportOptions(name="s", simplify=True), log=lambda *_: None)
+    assert m["simplified"] is True
+    assert all(row["ok"] for row in m["parity"]["rows"])
