@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest = json.loads((a.bundle / "manifest.json").read_text())
     clip, _ = load_clip_checkpoint(a.clip or Path(manifest["source"]["clip"]))
-    g, _, _ = load_gan_checkpoint(a.gan or Path(manifest["source"]["gan"]))
+    g, _, _ = load_gan_checkpoint(a.gan or Path(manifest["source"]["gan"]), manifest["training"].get("generator_weights", "ema"))
     res, z_dim, d, ctx = manifest["resolution"], manifest["z_dim"], manifest["embed_dim"], manifest["context_length"]
     so = ort.SessionOptions()
     sessions = {k: ort.InferenceSession(str(a.bundle / manifest["files"][k]["path"]), so, providers=["CPUExecutionProvider"])
