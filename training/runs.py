@@ -66,6 +66,13 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"precision must be fp32, bf16 or amp, got {precision!r}")
 
 
+def apply_overrides(train_cfg: dict[str, Any], args) -> None:
+    """Command-line overrides (--steps, --batch-size, --precision) into the train config."""
+    for key in ("steps", "batch_size", "precision"):
+        if getattr(args, key, None) is not None:
+            train_cfg[key] = getattr(args, key)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -112,6 +119,16 @@ class RunDir:
         if self.main and path.exists():
             rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(r + "\n" for r in rows))
+
+    def resume(self, data_rng: np.random.Generator, rank: int) -> dict[str, Any] | None:
+        """The latest checkpoint, with this rank's RNG state restored and later stats rows
+        dropped; None when there is nothing to resume."""
+        if not self.checkpoint.exists():
+            return None
+        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        restore_rng_state(ckpt["rng"][rank], data_rng)
+        self.truncate_stats(ckpt["step"])
+        return ckpt
 
     def save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         if self.main:

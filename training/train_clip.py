@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
-from training.runs import (RunDir, autocast, average_gradients, broadcast_parameters, gather_rng_states, init_distributed,
-                           pick_device, restore_rng_state, rng_state, sample_batch, seed_everything, shutdown_distributed)
+from training.runs import (RunDir, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+                           init_distributed, pick_device, rng_state, sample_batch, seed_everything, shutdown_distributed)
 from training.text import CaptionBank
 
 
@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device()
     cfg = resolve_config(args.config)
     tcfg = cfg["train"]
-    for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("precision", args.precision)):
-        if val is not None:
-            tcfg[key] = val
+    apply_overrides(tcfg, args)
     run_dir = RunDir(args.out, d.main)
     seed_everything(tcfg["seed"])
 
@@ -131,13 +129,11 @@ def run(args: argparse.Namespace) -> int:
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
 
     step = 0
-    if args.resume and run_dir.checkpoint.exists():
-        ckpt = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=False)
+    ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        restore_rng_state(ckpt["rng"][d.rank], data_rng)
-        run_dir.truncate_stats(step)
     run_dir.write_config(cfg)
     if d.main:
         print(f"CLIP {cfg['name']}: {count_params(model) / 1e6:.2f} M parameters, {len(images)} images, "

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
                              load_clip_checkpoint, load_config)
-from training.runs import (RunDir, autocast, average_gradients, broadcast_parameters, gather_rng_states, images_to_tensor,
-                           init_distributed, pick_device, restore_rng_state, rng_state, sample_batch, seed_everything,
+from training.runs import (RunDir, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+                           images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.text import CaptionBank, tokenize
 
@@ -100,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device()
     cfg = load_config(args.config, "gan")
     tcfg = cfg["train"]
-    for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("precision", args.precision)):
-        if val is not None:
-            tcfg[key] = val
+    apply_overrides(tcfg, args)
     run_dir = RunDir(args.out, d.main)
     seed_everything(tcfg["seed"] + d.rank)
 
@@ -129,16 +127,14 @@ def run(args: argparse.Namespace) -> int:
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
 
     step = 0
-    if args.resume and run_dir.checkpoint.exists():
-        ckpt = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=False)
+    ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
+    if ckpt is not None:
         g.load_state_dict(ckpt["g"])
         disc.load_state_dict(ckpt["d"])
         g_ema.load_state_dict(ckpt["g_ema"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step = ckpt["step"]
-        restore_rng_state(ckpt["rng"][d.rank], data_rng)
-        run_dir.truncate_stats(step)
     run_dir.write_config(cfg)
     if d.main:
         print(f"GAN {cfg['name']}: G {count_params(g) / 1e6:.2f} M, D {count_params(disc) / 1e6:.2f} M parameters, "
