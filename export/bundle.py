@@ -18,7 +18,7 @@ import torch
 from export import __version__
 from export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
 from export.tokenizer import build_tokenizer, unescape_html
-from training.models import load_clip_checkpoint, load_gan_checkpoint
+from training.models import load_clip_checkpoint, load_gan_checkpoint, noise_from_seeds  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx", "generator": "generator.onnx"}
@@ -48,11 +48,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def noise_from_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
-    """The bundle's seed -> z rule (models/README.md), shared by export, eval and server."""
-    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32) for s in seeds])
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.attributes import ATTRIBUTES, FAMILIES, HEAD_ITEMS, MULTI_VALUED, sample_attributes, visible_families
+from training.models import noise_from_seeds
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
@@ -243,11 +244,6 @@ class Sampler(Protocol):
     def encode_image(self, images: np.ndarray) -> np.ndarray: ...
 
 
-def _noise(seeds: list[int], z_dim: int) -> np.ndarray:
-    """The bundle's seed -> z rule (models/README.md)."""
-    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32) for s in seeds])
-
-
 class CheckpointSampler:
     def __init__(self, clip_ckpt: Path, gan_ckpt: Path):
         from training.models import load_clip_checkpoint, load_gan_checkpoint
@@ -266,7 +262,7 @@ class CheckpointSampler:
 
     @torch.no_grad()
     def generate(self, text_emb: np.ndarray, seeds: list[int], psi: float = 1.0) -> np.ndarray:
-        z = torch.from_numpy(_noise(seeds, self.z_dim))
+        z = torch.from_numpy(noise_from_seeds(seeds, self.z_dim))
         x = self.g(z, torch.from_numpy(text_emb).float(), torch.full((len(seeds),), psi))
         return ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
@@ -301,7 +297,7 @@ class BundleSampler:
         return self.text.run(None, {"input_ids": ids})[0]
 
     def generate(self, text_emb: np.ndarray, seeds: list[int], psi: float = 1.0) -> np.ndarray:
-        z = _noise(seeds, self.z_dim)
+        z = noise_from_seeds(seeds, self.z_dim)
         return self.gen.run(None, {"z": z, "text_embedding": text_emb.astype(np.float32),
                                    "psi": np.full(len(seeds), psi, dtype=np.float32)})[0]
 

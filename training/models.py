@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -95,6 +96,14 @@ def encode_texts(clip: nn.Module, tokens: torch.Tensor, trim: bool = True) -> to
 
 
 # ----------------------------------------------------------------------------- GAN
+
+def noise_from_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
+    """The bundle's seed -> z rule (models/README.md): the same avatar for a seed in training
+    samples, evaluation, export parity and the server (which keeps its own copy of this line,
+    since it never imports training)."""
+    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32) for s in seeds])
+
+
 
 class Affine(nn.Module):
     """Per-channel scale and shift predicted from the condition (DF-GAN's affine)."""

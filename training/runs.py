@@ -66,6 +66,18 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"precision must be fp32, bf16 or amp, got {precision!r}")
 
 
+def add_run_arguments(p) -> None:
+    """The flags every trainer shares (config overrides, data limits, resume, output)."""
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed) as if interrupted; --resume continues")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def apply_overrides(train_cfg: dict[str, Any], args) -> None:
     """Command-line overrides (--steps, --batch-size, --precision) into the train config."""
     for key in ("steps", "batch_size", "precision"):

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
-from training.runs import (RunDir, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            init_distributed, pick_device, rng_state, sample_batch, seed_everything, shutdown_distributed)
 from training.text import CaptionBank
 
@@ -27,14 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or an open_clip model name (e.g. ViT-B-32) when fine-tuning with --init")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--init", type=Path, help="start from a full open_clip checkpoint file on disk (never downloads)")
-    p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
-    p.add_argument("--limit", type=int, help="use only the first N images")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
-    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed) as if interrupted; --resume continues")
-    p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(p)
 
 
 def resolve_config(name: str) -> dict[str, Any]:

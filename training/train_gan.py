@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
-                             load_clip_checkpoint, load_config)
-from training.runs import (RunDir, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+                             load_clip_checkpoint, load_config, noise_from_seeds)
+from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.text import CaptionBank, tokenize
@@ -44,14 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (RUN_DIR/checkpoint.pt)")
     p.add_argument("--config", default="gan-64", help="config name in training/configs or a JSON path")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "amp"], help="override train.precision")
-    p.add_argument("--limit", type=int, help="use only the first N images")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
-    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed) as if interrupted; --resume continues")
-    p.add_argument("--skip-bad", action="store_true", help="skip and count bad dataset rows instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(p)
 
 
 def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +70,7 @@ def sample_grid(g, clip, z_dim: int, context: int, path: Path) -> None:
 
     tokens = tokenize(SAMPLE_PROMPTS, context)
     text = encode_texts(clip, tokens)
-    z = torch.stack([torch.from_numpy(np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32))
-                     for s in SAMPLE_SEEDS])
+    z = torch.from_numpy(noise_from_seeds(SAMPLE_SEEDS, z_dim))
     rows = []
     for t in text:
         imgs = g(z, t.expand(len(z), -1))
