@@ -36,6 +36,14 @@ class ServerConfig:
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
+    # Security (server/auth.py, server/tls.py, server/limits.py; "Security" in server/README.md)
+    auth_tokens_file: str = ""  # bearer tokens, one per line; also MOE_AVATAR_AUTH_TOKENS=a,b
+    tls_cert: str = ""  # PEM certificate chain; with --tls-key enables TLS
+    tls_key: str = ""  # PEM private key
+    tls_client_ca: str = ""  # PEM CA: clients must present a certificate it signed (mTLS)
+    max_message_bytes: int = 65536  # largest request message accepted
+    max_streams_per_connection: int = 100  # concurrent HTTP/2 streams on one connection
+    max_inflight_per_client: int = 128  # concurrent AvatarService RPCs per client address, 0 = no limit
 
     def validate(self) -> "ServerConfig":
         def fail(name: str, why: str) -> None:
@@ -68,6 +76,19 @@ class ServerConfig:
             fail("log_format", "must be json or text")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             fail("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        for name in ("auth_tokens_file", "tls_cert", "tls_key", "tls_client_ca"):
+            if getattr(self, name) and not pathlib.Path(getattr(self, name)).is_file():
+                fail(name, "must be an existing file")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            fail("tls_cert" if not self.tls_cert else "tls_key", "--tls-cert and --tls-key must be given together")
+        if self.tls_client_ca and not self.tls_cert:
+            fail("tls_client_ca", "mutual TLS needs --tls-cert and --tls-key too")
+        if not 1024 <= self.max_message_bytes <= 64 * 2**20:
+            fail("max_message_bytes", "must be 1024..67108864")
+        if not 1 <= self.max_streams_per_connection <= 100_000:
+            fail("max_streams_per_connection", "must be 1..100000")
+        if not 0 <= self.max_inflight_per_client <= 1_000_000:
+            fail("max_inflight_per_client", "must be 0..1000000 (0 = no limit)")
         return self
 
 
@@ -98,6 +119,14 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "max_wait_ms": "how long a micro-batch waits for more requests",
         "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
         "grace_seconds": "on SIGTERM/SIGINT, how long in-flight streams may finish",
+        "auth_tokens_file": "file of bearer tokens, one per line (# comments); also "
+                            "MOE_AVATAR_AUTH_TOKENS=tok1,tok2. Empty and unset = no auth",
+        "tls_cert": "PEM certificate chain; with --tls-key serves TLS",
+        "tls_key": "PEM private key for --tls-cert",
+        "tls_client_ca": "PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
+        "max_message_bytes": "largest request message accepted (RESOURCE_EXHAUSTED above)",
+        "max_streams_per_connection": "concurrent streams per HTTP/2 connection",
+        "max_inflight_per_client": "concurrent AvatarService calls per client address (0 = no limit)",
     }
     for field in dataclasses.fields(ServerConfig):
         flag = "--" + field.name.replace("_", "-")
