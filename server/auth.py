@@ -124,11 +124,13 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
-def _refusing_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _refusing_handler(handler: grpc.RpcMethodHandler, method: str,
+                      on_refused: Callable[[str, grpc.StatusCode], None]) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that ends the call UNAUTHENTICATED
     without reading (or deserializing) anything the caller sent."""
 
     async def refuse(_request, context: grpc.aio.ServicerContext):
+        on_refused(method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED)
         log.warning("refused %s: %s", method, MESSAGE, extra={"method": method, "peer": context.peer(),
                                                               "code": "UNAUTHENTICATED"})
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, MESSAGE)
@@ -150,8 +152,10 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMe
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED for every RPC without a valid bearer token, except OPEN_SERVICES."""
 
-    def __init__(self, auth: TokenAuth) -> None:
+    def __init__(self, auth: TokenAuth,
+                 on_refused: Callable[[str, grpc.StatusCode], None] | None = None) -> None:
         self.auth = auth
+        self._on_refused = on_refused or (lambda method, code: None)  # e.g. count in metrics
 
     async def intercept_service(
             self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -161,4 +165,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self.auth.check(_metadata_value(details, "authorization")):
             return handler
-        return _refusing_handler(handler, details.method)
+        return _refusing_handler(handler, details.method, self._on_refused)

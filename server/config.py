@@ -36,7 +36,7 @@ class ServerConfig:
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
-    # Security (server/auth.py, server/tls.py, server/limits.py; "Security" in server/README.md)
+    # Security (server/auth.py, server/tls.py, server/guard.py; "Security" in server/README.md)
     auth_tokens_file: str = ""  # bearer tokens, one per line; also MOE_AVATAR_AUTH_TOKENS=a,b
     tls_cert: str = ""  # PEM certificate chain; with --tls-key enables TLS
     tls_key: str = ""  # PEM private key

@@ -21,8 +21,11 @@ from grpc_reflection.v1alpha import reflection
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
+from server import auth, tls
 from server.bundle import BundleError, find_bundles
 from server.config import ConfigError, ServerConfig, load_config
+from server.guard import RequestGuard
+from server.http_bridge import HttpBridge
 from server.logs import setup_logging
 from server.metrics import Metrics
 from server.pipeline import ModelPipeline
@@ -37,8 +40,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AvatarService"].full_name
 class AvatarServer:
     """Everything one running server owns. Tests start it in-process with port 0."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # only --workers shares a port; alone, a taken port is an error
         self.metrics = Metrics()
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -47,10 +51,16 @@ class AvatarServer:
         self.pipelines: list[ModelPipeline] = []  # one per loaded bundle
         self._executors: list[concurrent.futures.Executor] = []
         self._stopping: asyncio.Task | None = None
+        self.service: AvatarService | None = None
+        self.http: HttpBridge | None = None  # --http-port: the HTTP/JSON bridge and playground
+        self.http_port = 0
+        self.guard: RequestGuard | None = None  # per-client in-flight calls
 
     async def start(self) -> int:
         """Load models, bind the port, start serving; returns the bound port."""
         cfg = self.config
+        token_auth = auth.token_auth(cfg)  # unusable token / certificate files fail before models load
+        credentials = tls.server_credentials(cfg)
         bundles = find_bundles(cfg.models)
         factory = resolve_device(cfg.device, bundles[0].path("generator"), cfg.cuda_device_id, cfg.intra_op_threads)
         # One thread per graph: each batcher runs one batch at a time.
@@ -66,25 +76,44 @@ class AvatarServer:
         for p in self.pipelines:
             p.start()
 
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_AvatarServiceServicer_to_server(AvatarService(registry, self.metrics, encode_pool), self._server)
+        def refused(method: str, code: grpc.StatusCode) -> None:
+            self.metrics.requests.labels(method, code.name).inc()
+
+        self.guard = RequestGuard(cfg.max_inflight_per_client, refused)
+        interceptors = [auth.AuthInterceptor(token_auth, refused)] if token_auth.enabled else []
+        self._server = grpc.aio.server(interceptors=[*interceptors, self.guard], options=[
+            ("grpc.so_reuseport", int(self.reuse_port)), ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_concurrent_streams", cfg.max_streams_per_connection)])
+        self.service = AvatarService(registry, self.metrics, encode_pool)
+        pb_grpc.add_AvatarServiceServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
         try:
-            self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            address = f"{cfg.host}:{cfg.port}"
+            self.port = (self._server.add_secure_port(address, credentials) if credentials is not None
+                         else self._server.add_insecure_port(address))
         except RuntimeError as e:  # grpc reports a taken port as RuntimeError
             raise OSError(f"--port: cannot bind {cfg.host}:{cfg.port} (in use?)") from e
         await self._server.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.http_port:  # same service object, auth and TLS as the gRPC port
+            self.http = HttpBridge(self.service, host=cfg.host, port=cfg.http_port,
+                                   is_serving=lambda: self._stopping is None, authorize=auth.authorizer(cfg),
+                                   ssl_context=tls.ssl_context(cfg), max_body_bytes=cfg.max_message_bytes,
+                                   reuse_port=self.reuse_port)
+            self.http_port = await self.http.start()
+            log.info("HTTP bridge and playground on port %d", self.http_port, extra={"http_port": self.http_port})
         if cfg.metrics_port:
             self._metrics_http = self.metrics.serve(cfg.metrics_port)
         log.info("serving on port %d", self.port, extra={
             "port": self.port, "provider": factory.provider, "device": device_description(factory),
             "models": [f"{b.name} {b.version}" for b in bundles], "default_model": registry.default_model,
-            "metrics_port": cfg.metrics_port or None, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms})
+            "metrics_port": cfg.metrics_port or None, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+            "auth": f"bearer ({len(token_auth)} tokens)" if token_auth.enabled else "off",
+            "tls": "mutual" if cfg.tls_client_ca else "on" if credentials is not None else "off"})
         return self.port
 
     def stop(self, grace: float | None = None) -> asyncio.Task:
@@ -97,8 +126,10 @@ class AvatarServer:
         grace = self.config.grace_seconds if grace is None else grace
         log.info("shutting down; in-flight requests get %.1fs", grace, extra={"grace_seconds": grace})
         await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace)
+        stops = [self._server.stop(grace)] if self._server is not None else []
+        if self.http is not None:
+            stops.append(self.http.stop(grace))
+        await asyncio.gather(*stops)
         for p in self.pipelines:
             await p.stop()
         for ex in self._executors:
@@ -114,8 +145,8 @@ class AvatarServer:
             await self._stopping
 
 
-async def serve(config: ServerConfig) -> None:
-    server = AvatarServer(config)
+async def serve(config: ServerConfig, reuse_port: bool = False) -> None:
+    server = AvatarServer(config, reuse_port)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moe-avatar-server: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_format, config.log_level)
+    if config.workers != "1":  # a supervisor of worker processes (server/workers.py)
+        from server.workers import supervise
+
+        return supervise(config)
     try:
         asyncio.run(serve(config))
     except (BundleError, DeviceError, OSError, ValueError) as e:

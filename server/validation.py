@@ -20,6 +20,7 @@ from moeavatar.v1 import avatar_pb2 as pb
 from server.textures import OutputSpec
 
 MAX_PROMPT_CHARS = 1000
+MAX_PROMPT_BYTES = 3000  # UTF-8: 1000 CJK characters fit (3 bytes each), 750 four-byte emoji
 MAX_COUNT = 16
 MAX_RERANK = 8
 MAX_CANDIDATES = 64
@@ -99,6 +100,8 @@ def _prompt(field: str, value: str, v: _Violations) -> str:
         v.add(field, "must not be empty")
     elif len(text) > MAX_PROMPT_CHARS:
         v.add(field, f"must be at most {MAX_PROMPT_CHARS} characters (got {len(text)})")
+    elif (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_PROMPT_BYTES:
+        v.add(field, f"must be at most {MAX_PROMPT_BYTES} bytes of UTF-8 (got {size})")
     return text
 
 

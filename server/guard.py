@@ -1,0 +1,142 @@
+"""Per-call guards in front of AvatarService (a grpc.aio server interceptor).
+
+* **In-flight calls per client.** At most `--max-inflight-per-client` AvatarService calls
+  may run at once from one client address (the peer's IP, not its port: one player
+  opening many connections is still one client). One more is RESOURCE_EXHAUSTED naming
+  the limit and the flag; the client should retry later with backoff.
+* **Undecodable requests.** gRPC Python deserializes a request before the servicer runs
+  and reports a protobuf DecodeError (corrupt wire format, invalid UTF-8 in a string)
+  as UNKNOWN. Bytes that are not a valid request are the caller's fault, so the guard
+  decodes them itself and answers INVALID_ARGUMENT.
+
+Health and reflection are not guarded: probes and long health Watch streams must not
+use up a client's allowance.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+from typing import Any, Awaitable, Callable
+
+import grpc
+
+from server.auth import OPEN_SERVICES
+from server.validation import RequestError
+
+log = logging.getLogger("moe_avatar.guard")
+
+OnRefused = Callable[[str, grpc.StatusCode], None]
+
+
+def client_address(peer: str) -> str:
+    """'ipv4:10.0.0.7:51234' -> 'ipv4:10.0.0.7'; 'ipv6:[::1]:5000' -> 'ipv6:[::1]'; others unchanged."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return f"{kind}:{rest.rsplit(':', 1)[0]}"
+    return peer
+
+
+def _decoder(deserialize: Callable[[bytes], Any] | None, type_name: str) -> Callable[[bytes], Any]:
+    def decode(raw: bytes) -> Any:
+        if deserialize is None:
+            return raw
+        try:
+            return deserialize(raw)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the sender's fault
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"request is not a valid {type_name} message ({e.__class__.__name__})") from e
+    return decode
+
+
+class RequestGuard(grpc.aio.ServerInterceptor):
+    def __init__(self, max_inflight_per_client: int, on_refused: OnRefused | None = None) -> None:
+        self.max_inflight_per_client = max_inflight_per_client
+        self._on_refused = on_refused or (lambda method, code: None)
+        self._inflight: collections.Counter[str] = collections.Counter()
+
+    @property
+    def in_flight(self) -> int:
+        """AvatarService calls running now (all clients): 0 when the server is idle."""
+        return sum(self._inflight.values())
+
+    async def intercept_service(
+            self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
+            return handler
+        return self._wrap(handler, details.method)
+
+    # --- bookkeeping --------------------------------------------------------------
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, method: str, error: RequestError) -> None:
+        self._on_refused(method.rsplit("/", 1)[-1], error.code)
+        log.warning("refused %s: %s", method, error.message,
+                    extra={"method": method, "peer": context.peer(), "code": error.code.name})
+        await context.abort(error.code, error.message)
+
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> str:
+        client = client_address(context.peer())
+        limit = self.max_inflight_per_client
+        if limit and self._inflight[client] >= limit:
+            await self._refuse(context, method, RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many concurrent calls from this client: limit {limit} "
+                f"(--max-inflight-per-client); retry with backoff"))
+        self._inflight[client] += 1
+        return client
+
+    def _leave(self, client: str) -> None:
+        self._inflight[client] -= 1
+        if self._inflight[client] <= 0:
+            del self._inflight[client]
+
+    # --- wrapping -----------------------------------------------------------------
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        message_class = getattr(handler.request_deserializer, "__self__", None)  # e.g. GenerateRequest
+        descriptor = getattr(message_class, "DESCRIPTOR", None)
+        type_name = descriptor.full_name if descriptor is not None else method.rsplit("/", 1)[-1] + " request"
+        decode = _decoder(handler.request_deserializer, type_name)
+        behavior = (handler.unary_unary or handler.unary_stream or handler.stream_unary
+                    or handler.stream_stream)
+
+        async def prepare(request, context):
+            """Enter (count the call), then decode a unary request; returns (client, request)."""
+            client = await self._enter(context, method)
+            if handler.request_streaming:
+                return client, request  # messages are decoded as the servicer reads them
+            try:
+                return client, decode(request)
+            except RequestError as e:
+                self._leave(client)
+                await self._refuse(context, method, e)
+
+        if inspect.isasyncgenfunction(behavior):
+            async def call(request, context):
+                client, request = await prepare(request, context)
+                try:
+                    async for message in behavior(request, context):
+                        yield message
+                finally:
+                    self._leave(client)
+        else:
+            async def call(request, context):
+                client, request = await prepare(request, context)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    self._leave(client)
+
+        # Unary requests arrive as raw bytes and are decoded in `prepare`; streamed ones
+        # are decoded by gRPC with a deserializer that raises RequestError instead.
+        out = handler.response_serializer
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(call, decode, out)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(call, decode, out)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(call, None, out)
+        return grpc.unary_unary_rpc_method_handler(call, None, out)
