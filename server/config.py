@@ -36,6 +36,7 @@ class ServerConfig:
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
+    workers: str = "1"  # N worker processes on one port (SO_REUSEPORT), or "gpus": one per GPU
     # Security (server/auth.py, server/tls.py, server/guard.py; "Security" in server/README.md)
     auth_tokens_file: str = ""  # bearer tokens, one per line; also MOE_AVATAR_AUTH_TOKENS=a,b
     tls_cert: str = ""  # PEM certificate chain; with --tls-key enables TLS
@@ -72,6 +73,8 @@ class ServerConfig:
             fail("text_cache_size", "must be 0..1000000")
         if not 0 <= self.grace_seconds <= 3600:
             fail("grace_seconds", "must be 0..3600")
+        if not (self.workers == "gpus" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256)):
+            fail("workers", "must be 1..256 or gpus (one worker per visible GPU)")
         if self.log_format not in ("json", "text"):
             fail("log_format", "must be json or text")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -119,6 +122,8 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "max_wait_ms": "how long a micro-batch waits for more requests",
         "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
         "grace_seconds": "on SIGTERM/SIGINT, how long in-flight streams may finish",
+        "workers": "worker processes sharing the port (SO_REUSEPORT); `gpus` = one per GPU via "
+                   "CUDA_VISIBLE_DEVICES; metrics of worker i on --metrics-port + i",
         "auth_tokens_file": "file of bearer tokens, one per line (# comments); also "
                             "MOE_AVATAR_AUTH_TOKENS=tok1,tok2. Empty and unset = no auth",
         "tls_cert": "PEM certificate chain; with --tls-key serves TLS",
