@@ -1,0 +1,374 @@
+// moe-avatar playground: a GenerateRequest (proto JSON) goes to POST /v1/generate; the answer
+// is a stream of JSON lines (one GenerateResponse each: started, progress, texture, chunk,
+// done, or a final error). Textures are shown as soon as their last chunk arrives.
+// Plain JS, no build step, no dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const EXAMPLES = [
+  "pink twin tails, cat ears",
+  "silver bob, headphones, smiling",
+  "blue hair, glasses, sleepy",
+  "粉色双马尾，猫耳",
+  "戴猫耳的蓝发少女，开心地笑",
+];
+const STAGES = {
+  STAGE_QUEUED: [0.05, "queued"],
+  STAGE_ENCODING_TEXT: [0.1, "encoding the prompt"],
+  STAGE_GENERATING: [0.2, "generating"],
+  STAGE_SCORING: [0.5, "scoring with CLIP"],
+  STAGE_ENCODING_TEXTURES: [0.7, "encoding textures"],
+};
+const MIME = { TEXTURE_FORMAT_PNG: "image/png", TEXTURE_FORMAT_WEBP: "image/webp" };
+const EXTENSION = { TEXTURE_FORMAT_PNG: "png", TEXTURE_FORMAT_WEBP: "webp", TEXTURE_FORMAT_RGBA8: "rgba" };
+// Field names in error details (proto names) -> the control to highlight.
+const FIELD_CONTROLS = {
+  prompt: "prompt", count: "count", seed: "seed", psi: "psi", rerank: "rerank", model: "model",
+  model_version: "model", "output.format": "format", "output.size": "size", "output.filter": "filter",
+};
+
+let controller = null; // AbortController of the request in flight
+let objectUrls = [];
+
+// ------------------------------------------------------------------------------------
+// Small helpers
+
+function authHeaders(extra = {}) {
+  const token = $("token").value.trim();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+function slug(text) {
+  const s = text.trim().toLowerCase().replace(/[^\p{L}\p{N}]+/gu, "_").replace(/^_+|_+$/g, "");
+  return s.slice(0, 40) || "avatar";
+}
+
+function base64ToBytes(b64) {
+  const raw = atob(b64 || "");
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) { out.set(p, offset); offset += p.length; }
+  return out;
+}
+
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** true / false, or null where SubtleCrypto is missing (plain http on a non-local host). */
+async function sha256Matches(bytes, expected) {
+  if (!window.crypto || !crypto.subtle) return null;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return equalBytes(digest, expected);
+}
+
+/** Raw RGBA8 -> a PNG blob for display (the download stays the server's raw bytes). */
+function rgbaToPngBlob(bytes, width, height, bottomUp) {
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const rows = new Uint8ClampedArray(bytes.length);
+  const stride = width * 4;
+  for (let y = 0; y < height; y++) {
+    const src = (bottomUp ? height - 1 - y : y) * stride;
+    rows.set(bytes.subarray(src, src + stride), y * stride);
+  }
+  canvas.getContext("2d").putImageData(new ImageData(rows, width, height), 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+async function* jsonLines(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += decoder.decode(value, { stream: true });
+    let newline;
+    while ((newline = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, newline).trim();
+      pending = pending.slice(newline + 1);
+      if (line) yield JSON.parse(line);
+    }
+  }
+  pending += decoder.decode();
+  if (pending.trim()) yield JSON.parse(pending);
+}
+
+// ------------------------------------------------------------------------------------
+// Status, errors
+
+function setStatus(text, fraction = null) {
+  $("status").textContent = text;
+  if (fraction !== null) $("progress").value = fraction;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").replaceChildren();
+  for (const el of document.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+/** Shows a bridge error ({code, message, details, requestId}) or any thrown Error. */
+function showError(error) {
+  const box = $("error");
+  box.replaceChildren();
+  const title = document.createElement("strong");
+  title.textContent = error.code ? error.code.replaceAll("_", " ").toLowerCase() : "error";
+  const message = document.createElement("p");
+  message.textContent = error.message || String(error);
+  box.append(title, message);
+  if (Array.isArray(error.details) && error.details.length) {
+    const list = document.createElement("ul");
+    for (const d of error.details) {
+      const item = document.createElement("li");
+      const field = document.createElement("code");
+      field.textContent = d.field;
+      item.append(field, ` ${d.description}`);
+      list.append(item);
+      const control = $(FIELD_CONTROLS[d.field] || "");
+      if (control) control.setAttribute("aria-invalid", "true");
+    }
+    box.append(list);
+  }
+  if (error.requestId) {
+    const id = document.createElement("small");
+    id.textContent = `request id ${error.requestId}`;
+    box.append(id);
+  }
+  box.hidden = false;
+}
+
+// ------------------------------------------------------------------------------------
+// The request
+
+function buildRequest() {
+  const body = { prompt: $("prompt").value };
+  const count = Number($("count").value);
+  body.count = Number.isInteger(count) ? count : $("count").value; // the server names a bad value
+  const seed = $("seed").value.trim();
+  if (seed !== "") body.seed = seed; // uint64: a string in proto JSON
+  body.psi = Number($("psi").value);
+  const rerank = Number($("rerank").value);
+  if (rerank > 1) body.rerank = rerank;
+  const size = Number($("size").value);
+  body.output = { format: $("format").value };
+  if (size) Object.assign(body.output, { size, filter: $("filter").value });
+  if ($("model").value) {
+    const { name, version } = JSON.parse($("model").value);
+    body.model = name;
+    body.modelVersion = version;
+  }
+  return body;
+}
+
+function showRequest() {
+  $("request-json").textContent =
+    `curl -N -H 'Content-Type: application/json' -d '${JSON.stringify(buildRequest())}' ${location.origin}/v1/generate`;
+}
+
+function clearGrid() {
+  for (const url of objectUrls) URL.revokeObjectURL(url);
+  objectUrls = [];
+  $("grid").replaceChildren();
+  $("empty").hidden = false;
+}
+
+function makeCells(count) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  $("empty").hidden = true;
+  const cells = [];
+  for (let i = 0; i < count; i++) {
+    const cell = document.createElement("figure");
+    cell.className = "cell pending";
+    const frame = document.createElement("div");
+    frame.className = "frame";
+    const caption = document.createElement("figcaption");
+    caption.textContent = "…";
+    cell.append(frame, caption);
+    grid.append(cell);
+    cells.push(cell);
+  }
+  return cells;
+}
+
+async function showTexture(cell, header, bytes, prompt, verified) {
+  const format = header.format || "TEXTURE_FORMAT_PNG";
+  const width = header.width || 0;
+  const height = header.height || 0;
+  const display = format === "TEXTURE_FORMAT_RGBA8"
+    ? await rgbaToPngBlob(bytes, width, height, header.rowOrder === "ROW_ORDER_BOTTOM_UP")
+    : new Blob([bytes], { type: MIME[format] });
+  const displayUrl = URL.createObjectURL(display);
+  const downloadUrl = format === "TEXTURE_FORMAT_RGBA8"
+    ? URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" })) : displayUrl;
+  objectUrls.push(displayUrl, downloadUrl);
+
+  const seed = header.seed ?? "";
+  const img = document.createElement("img");
+  img.alt = `avatar for “${prompt}”, seed ${seed}`;
+  img.src = displayUrl;
+  img.width = 160;
+  img.height = 160;
+  img.dataset.seed = seed;
+  cell.querySelector(".frame").replaceChildren(img);
+
+  const caption = cell.querySelector("figcaption");
+  caption.replaceChildren();
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  const seedLine = document.createElement("b");
+  seedLine.textContent = `seed ${seed}`;
+  const scoreLine = document.createElement("span");
+  scoreLine.textContent = `CLIP ${(header.clipScore || 0).toFixed(3)} · ${width}px`;
+  meta.append(seedLine, scoreLine);
+  meta.title = verified === null ? "SHA-256 not checked (SubtleCrypto needs https or localhost)"
+    : "SHA-256 matches the server's header";
+  const link = document.createElement("a");
+  link.className = "download";
+  link.href = downloadUrl;
+  link.download = `${slug(prompt)}_${seed || header.index || 0}.${EXTENSION[format]}`;
+  link.textContent = `⤓ ${EXTENSION[format]}`;
+  link.title = `download ${link.download}`;
+  cell.querySelector(".frame").append(link);
+  caption.append(meta);
+  cell.classList.remove("pending");
+  cell.dataset.verified = String(verified);
+}
+
+async function generate(submit) {
+  submit.preventDefault();
+  if (controller) controller.abort();
+  clearError();
+  const request = buildRequest();
+  const prompt = request.prompt.trim();
+  showRequest();
+  controller = new AbortController();
+  $("generate").disabled = true;
+  $("cancel").disabled = false;
+  setStatus("sending…", 0.02);
+  let cells = [];
+  let current = null; // {header, parts}
+  let shown = 0;
+  let done = false;
+  try {
+    const response = await fetch("/v1/generate", {
+      method: "POST",
+      headers: authHeaders({ "Content-Type": "application/json", Accept: "application/x-ndjson" }),
+      body: JSON.stringify(request),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      let body;
+      try { body = await response.json(); } catch { body = { message: `HTTP ${response.status}` }; }
+      throw body;
+    }
+    for await (const event of jsonLines(response)) {
+      if (event.error) throw event.error;
+      if (event.started) {
+        const s = event.started;
+        cells = makeCells(s.textureCount || 0);
+        setStatus(`${s.model} ${s.modelVersion} · seed ${s.seed} · ψ ${(s.psi ?? 0).toFixed(2)}`, 0.04);
+      } else if (event.progress) {
+        const [fraction, label] = STAGES[event.progress.stage] || [null, event.progress.stage];
+        setStatus(`${label}…`, fraction);
+      } else if (event.texture) {
+        current = { header: event.texture, parts: [] };
+      } else if (event.chunk) {
+        if (!current) throw new Error("chunk without a texture header");
+        current.parts.push(base64ToBytes(event.chunk.data));
+        if (!event.chunk.last) continue;
+        const bytes = concat(current.parts);
+        const header = current.header;
+        current = null;
+        if (bytes.length !== Number(header.totalBytes || 0)) {
+          throw new Error(`texture ${header.index || 0}: got ${bytes.length} bytes, header says ${header.totalBytes}`);
+        }
+        const verified = await sha256Matches(bytes, base64ToBytes(header.sha256));
+        if (verified === false) throw new Error(`texture ${header.index || 0}: SHA-256 does not match its header`);
+        await showTexture(cells[header.index || 0], header, bytes, prompt, verified);
+        shown++;
+        setStatus(`${shown} / ${cells.length} textures`, 0.7 + 0.3 * shown / Math.max(1, cells.length));
+      } else if (event.done) {
+        done = true;
+        setStatus(`${event.done.textureCount || 0} avatars in ${(event.done.elapsedSeconds || 0).toFixed(2)} s`, 1);
+      }
+    }
+    if (!done) throw new Error("the stream ended before its done event");
+  } catch (error) {
+    if (error && error.name === "AbortError") {
+      setStatus("cancelled", 0);
+    } else {
+      setStatus("failed", 0);
+      showError(error);
+    }
+    for (const cell of cells) if (cell.classList.contains("pending")) cell.remove();
+  } finally {
+    controller = null;
+    $("generate").disabled = false;
+    $("cancel").disabled = true;
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Start-up
+
+async function loadModels() {
+  try {
+    const response = await fetch("/v1/models", { headers: authHeaders() });
+    const body = await response.json();
+    if (!response.ok) throw body;
+    const select = $("model");
+    select.replaceChildren();
+    for (const m of body.models || []) {
+      const option = document.createElement("option");
+      option.value = JSON.stringify({ name: m.name, version: m.version });
+      option.textContent = `${m.name} ${m.version}${m.isDefault ? " (default)" : ""}`;
+      option.title = `${m.resolution} px · ${m.precision} · ${m.executionProvider}`;
+      option.selected = Boolean(m.isDefault);
+      select.append(option);
+    }
+    const first = (body.models || [])[0];
+    $("server-info").textContent = first
+      ? `${body.models.length} model${body.models.length > 1 ? "s" : ""} · ${first.executionProvider || ""}`
+      : "no models loaded";
+    clearError();
+  } catch (error) {
+    $("server-info").textContent = "cannot list models";
+    showError(error);
+  }
+}
+
+function init() {
+  for (const text of EXAMPLES) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "chip";
+    button.textContent = text;
+    button.addEventListener("click", () => { $("prompt").value = text; showRequest(); $("prompt").focus(); });
+    $("examples").append(button);
+  }
+  $("psi").addEventListener("input", () => { $("psi-value").textContent = Number($("psi").value).toFixed(2); });
+  $("form").addEventListener("submit", generate);
+  $("form").addEventListener("input", showRequest);
+  $("form").addEventListener("change", showRequest);
+  $("cancel").addEventListener("click", () => controller && controller.abort());
+  $("clear").addEventListener("click", () => { clearGrid(); clearError(); setStatus("", 0); });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("form").requestSubmit();
+  });
+  $("token").addEventListener("change", loadModels);
+  showRequest();
+  loadModels();
+}
+
+init();
