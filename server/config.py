@@ -26,6 +26,7 @@ class ServerConfig:
     device: str = "auto"  # auto | cuda | cpu
     cuda_device_id: int = 0
     metrics_port: int = 0  # 0 = no metrics HTTP endpoint
+    http_port: int = 0  # HTTP/JSON bridge + playground (server/http_bridge.py), 0 = off
     default_model: str = ""  # empty = first model name in sorted order
     max_batch: int = 32  # rows (avatars) per generator / encoder run
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
@@ -59,6 +60,8 @@ class ServerConfig:
             fail("port", "must be 0..65535 (0 = pick a free port)")
         if not 0 <= self.metrics_port <= 65535:
             fail("metrics_port", "must be 0..65535 (0 = disabled)")
+        if not 0 <= self.http_port <= 65535:
+            fail("http_port", "must be 0..65535 (0 = disabled)")
         if not 1 <= self.max_batch <= 1024:
             fail("max_batch", "must be 1..1024")
         if not 0 <= self.max_wait_ms <= 10_000:
@@ -118,6 +121,7 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "models": "model repository: every sub-directory with a manifest.json is loaded",
         "device": "auto (CUDA if it really works, else CPU, logged), cuda (fail if unusable), cpu",
         "metrics_port": "Prometheus /metrics HTTP port (0 = disabled)",
+        "http_port": "HTTP/1.1 JSON bridge and browser playground for clients without gRPC (0 = disabled)",
         "default_model": "model used when a request leaves `model` empty",
         "max_wait_ms": "how long a micro-batch waits for more requests",
         "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
