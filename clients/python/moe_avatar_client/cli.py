@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moe-avatar", description="moe-avatar gRPC client")
     parser.add_argument("--target", default="localhost:50051", help="server host:port (default %(default)s)")
     parser.add_argument("--tls-ca", help="PEM CA certificate to trust; enables TLS")
+    parser.add_argument("--tls-cert", help="PEM client certificate for mutual TLS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--token", help="bearer token sent as `authorization: Bearer ...`")
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline per call, seconds")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with AvatarClient(args.target, tls_ca=args.tls_ca, token=args.token, timeout=args.timeout) as client:
+        with AvatarClient(args.target, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          token=args.token, timeout=args.timeout) as client:
             return args.func(client, args)
     except grpc.RpcError as e:
         print(f"moe-avatar: {e.code().name}: {e.details()}", file=sys.stderr)

@@ -1,9 +1,14 @@
 """`AvatarClient`: a small synchronous client for AvatarService.
 
-* every call has a deadline (`timeout`, seconds);
-* UNAVAILABLE is retried with exponential backoff, and only before any response of a
-  stream arrived (so nothing is delivered twice); other errors are raised at once;
-* texture chunks are reassembled and their SHA-256 checked (`ChecksumError`).
+* every call has a deadline (`timeout`, seconds), covering its retries;
+* UNAVAILABLE is retried with exponential backoff plus random jitter (so many clients
+  do not come back in lock-step); other errors are raised at once;
+* a Generate / Interpolate stream that breaks with UNAVAILABLE after some textures
+  arrived is resumed: the missing textures are requested again by seed (Generate
+  without rerank asks for exactly the missing seeds; otherwise the same request is sent
+  again and the textures already received are skipped, after checking they match);
+* texture chunks are reassembled and their SHA-256 checked (`ChecksumError`);
+* TLS (`tls_ca`), mutual TLS (`tls_cert` + `tls_key`) and bearer tokens (`token`).
 
     with AvatarClient("localhost:50051") as c:
         result = c.generate("pink twin tails, cat ears", count=4, seed=7)
@@ -14,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -32,6 +38,10 @@ ROW_ORDERS = {"top-down": pb.ROW_ORDER_TOP_DOWN, "bottom-up": pb.ROW_ORDER_BOTTO
 
 class ChecksumError(RuntimeError):
     """A texture's bytes do not match the SHA-256 (or size) in its header."""
+
+
+class ResumeError(RuntimeError):
+    """A broken stream could not be resumed consistently (e.g. the model version changed)."""
 
 
 @dataclass
@@ -57,6 +67,7 @@ class GenerateResult:
     psi: float = 0.0
     textures: list[Texture] = field(default_factory=list)
     server_seconds: float = 0.0
+    resumes: int = 0  # how many times a broken stream was resumed
 
 
 def output_options(format: str = "png", size: int = 0, filter: str = "lanczos",
@@ -66,25 +77,56 @@ def output_options(format: str = "png", size: int = 0, filter: str = "lanczos",
 
 
 class StreamAssembler:
-    """Turns a GenerateResponse stream into a GenerateResult, checking every texture."""
+    """Turns a GenerateResponse stream into a GenerateResult, checking every texture.
+
+    Resuming (see AvatarClient): after `resume(shift)` the next stream's texture indices
+    are moved up by `shift` (a re-request that starts at a later seed), textures already
+    held are checked against the new header's SHA-256 and skipped, and a repeated
+    Started must name the same model and version."""
 
     def __init__(self, on_progress: Callable[[pb.GenerateResponse], None] | None = None) -> None:
         self.result = GenerateResult()
         self._on_progress = on_progress
         self._header: pb.TextureHeader | None = None
         self._parts: list[bytes] = []
+        self._shift = 0
+        self._skipping: int | None = None  # index of a texture held already, being re-sent
+        self.started = False
+        self.expected = 0  # Started.texture_count
         self.done = False
+
+    def resume(self, shift: int) -> None:
+        """A new stream follows; a texture cut off mid-way is dropped."""
+        self._header, self._parts, self._skipping, self._shift = None, [], None, shift
+        self.result.resumes += 1
 
     def feed(self, message: pb.GenerateResponse) -> None:
         kind = message.WhichOneof("event")
         if kind == "started":
             s = message.started
-            self.result.request_id, self.result.model, self.result.model_version = (
-                s.request_id, s.model, s.model_version)
-            self.result.seed, self.result.psi = s.seed, s.psi
+            if not self.started:
+                self.result.request_id, self.result.model, self.result.model_version = (
+                    s.request_id, s.model, s.model_version)
+                self.result.seed, self.result.psi = s.seed, s.psi
+                self.started, self.expected = True, s.texture_count
+            elif (s.model, s.model_version) != (self.result.model, self.result.model_version):
+                raise ResumeError(f"resumed stream came from model {s.model} {s.model_version}, not "
+                                  f"{self.result.model} {self.result.model_version}")
         elif kind == "texture":
-            self._header, self._parts = message.texture, []
+            header = message.texture
+            header.index += self._shift
+            if header.index < len(self.result.textures):  # held already: must be the same bytes
+                if hashlib.sha256(self.result.textures[header.index].data).digest() != header.sha256:
+                    raise ResumeError(f"texture {header.index} differs from the one received before the "
+                                      "stream broke")
+                self._skipping = header.index
+                return
+            self._skipping = None
+            self._header, self._parts = header, []
         elif kind == "chunk":
+            message.chunk.texture_index += self._shift
+            if message.chunk.texture_index == self._skipping:
+                return
             self._add_chunk(message.chunk)
         elif kind == "done":
             self.result.server_seconds = message.done.elapsed_seconds
@@ -113,15 +155,28 @@ class StreamAssembler:
         self._header = None
 
 
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class AvatarClient:
-    def __init__(self, target: str = "localhost:50051", *, tls_ca: str | None = None, token: str | None = None,
-                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.2,
+    def __init__(self, target: str = "localhost:50051", *, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, token: str | None = None, timeout: float = 60.0, retries: int = 3,
+                 backoff: float = 0.2, max_backoff: float = 5.0, jitter: float = 0.5,
                  options: list[tuple[str, object]] | None = None) -> None:
-        """`tls_ca`: PEM file of the CA to trust (enables TLS); `token`: sent as
-        `authorization: Bearer <token>` on every call."""
-        if tls_ca:
-            with open(tls_ca, "rb") as f:
-                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        """`tls_ca`: PEM file of the CA to trust (enables TLS; without it but with a client
+        certificate, the system roots are trusted); `tls_cert` + `tls_key`: this client's PEM
+        certificate and key for mutual TLS; `token`: sent as `authorization: Bearer <token>`.
+        `timeout`: deadline of each call in seconds, retries included. Retry i sleeps
+        min(max_backoff, backoff * 2**i) * (1 + U(0, jitter)) seconds."""
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("tls_cert and tls_key must be given together (mutual TLS)")
+        if tls_ca or tls_cert:
+            creds = grpc.ssl_channel_credentials(root_certificates=_read(tls_ca), private_key=_read(tls_key),
+                                                 certificate_chain=_read(tls_cert))
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
@@ -131,6 +186,8 @@ class AvatarClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.jitter = jitter
 
     def close(self) -> None:
         self.channel.close()
@@ -143,28 +200,55 @@ class AvatarClient:
 
     # --- retry helpers ------------------------------------------------------------
 
-    def _unary(self, method, request, timeout: float | None):
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise
-                time.sleep(self.backoff * 2**attempt)
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (timeout or self.timeout)
 
-    def _stream(self, method, request, timeout: float | None) -> Iterator:
-        """Yields stream messages; retries UNAVAILABLE only while nothing was received."""
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        return max(0.001, deadline - time.monotonic())
+
+    def _may_retry(self, error: grpc.RpcError, attempt: int, deadline: float) -> bool:
+        """Only UNAVAILABLE (server down, restarting, connection lost) is worth retrying;
+        sleeps the backoff with jitter when it is."""
+        if error.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+            return False
+        delay = min(self.max_backoff, self.backoff * 2**attempt) * (1 + random.uniform(0, self.jitter))
+        if time.monotonic() + delay >= deadline:
+            return False
+        time.sleep(delay)
+        return True
+
+    def _unary(self, method, request, timeout: float | None):
+        deadline = self._deadline(timeout)
         for attempt in range(self.retries + 1):
-            received = False
             try:
-                for message in method(request, timeout=timeout or self.timeout, metadata=self.metadata):
-                    received = True
-                    yield message
-                return
+                return method(request, timeout=self._remaining(deadline), metadata=self.metadata)
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or received or attempt == self.retries:
+                if not self._may_retry(e, attempt, deadline):
                     raise
-                time.sleep(self.backoff * 2**attempt)
+
+    def _collect(self, method, request, timeout: float | None, on_progress,
+                 resume_request: Callable[[GenerateResult], tuple[object, int]]) -> GenerateResult:
+        """Run a texture stream to its end. UNAVAILABLE before anything arrived: send the
+        request again. After Started: send `resume_request(result so far)` -> (request,
+        index shift) for what is missing."""
+        deadline = self._deadline(timeout)
+        assembler = StreamAssembler(on_progress)
+        current = request
+        for attempt in range(self.retries + 1):
+            try:
+                for message in method(current, timeout=self._remaining(deadline), metadata=self.metadata):
+                    assembler.feed(message)
+                return assembler.result
+            except grpc.RpcError as e:
+                if assembler.started and len(assembler.result.textures) >= assembler.expected:
+                    return assembler.result  # every texture arrived; only Done was lost
+                if not self._may_retry(e, attempt, deadline):
+                    raise
+                if assembler.started:
+                    current, shift = resume_request(assembler.result)
+                    assembler.resume(shift)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     # --- API ----------------------------------------------------------------------
 
@@ -178,7 +262,22 @@ class AvatarClient:
             request.seed = seed
         if psi is not None:
             request.psi = psi
-        return self._assemble(self._stream(self.stub.Generate, request, timeout), on_progress)
+
+        def resume(result: GenerateResult) -> tuple[pb.GenerateRequest, int]:
+            """Same model version, base seed and psi as the broken stream. Without rerank,
+            texture i is seed + i: ask for exactly the missing seeds. With rerank the best
+            `count` of all candidates are needed again: same request, skip what we hold."""
+            again = pb.GenerateRequest()
+            again.CopyFrom(request)
+            again.model, again.model_version, again.psi = result.model, result.model_version, result.psi
+            held = len(result.textures)
+            if max(rerank, 1) == 1:
+                again.seed, again.count = result.seed + held, max(count, 1) - held
+                return again, held
+            again.seed = result.seed
+            return again, 0
+
+        return self._collect(self.stub.Generate, request, timeout, on_progress, resume)
 
     def interpolate(self, start: tuple[str, int], end: tuple[str, int], *, frames: int = 8,
                     psi: float | None = None, output: pb.OutputOptions | None = None, model: str = "",
@@ -189,14 +288,15 @@ class AvatarClient:
             frames=frames, output=output or pb.OutputOptions(), model=model, model_version=model_version)
         if psi is not None:
             request.psi = psi
-        return self._assemble(self._stream(self.stub.Interpolate, request, timeout), on_progress)
 
-    @staticmethod
-    def _assemble(stream: Iterator[pb.GenerateResponse], on_progress) -> GenerateResult:
-        assembler = StreamAssembler(on_progress)
-        for message in stream:
-            assembler.feed(message)
-        return assembler.result
+        def resume(result: GenerateResult) -> tuple[pb.InterpolateRequest, int]:
+            """Frames are deterministic: the same request again, skipping the frames held."""
+            again = pb.InterpolateRequest()
+            again.CopyFrom(request)
+            again.model, again.model_version, again.psi = result.model, result.model_version, result.psi
+            return again, 0
+
+        return self._collect(self.stub.Interpolate, request, timeout, on_progress, resume)
 
     def encode_text(self, prompt: str, *, model: str = "", model_version: str = "",
                     timeout: float | None = None) -> list[float]:
