@@ -76,6 +76,8 @@ HTTP_STATUS = {
 }
 
 Authorize = Callable[[str | None], bool]
+# Per-request storage key (typed keys exist from aiohttp 3.12 on; plain strings before).
+REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
 
 def allow_all(_authorization: str | None) -> bool:
@@ -130,11 +132,13 @@ class _BridgeContext:
         self._metadata = tuple(metadata)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self.request_id = ""
+        self.started = False  # the service's handler ran (and so logs and counts the request)
 
     def invocation_metadata(self):
         return self._metadata
 
     async def send_initial_metadata(self, metadata) -> None:
+        self.started = True
         for key, value in metadata:
             if key == REQUEST_ID_KEY:
                 self.request_id = value
@@ -292,7 +296,7 @@ class HttpBridge:
         task = asyncio.current_task()
         self._in_flight.add(task)
         given = request.headers.get("X-Request-Id", "")
-        request["request_id"] = given if 0 < len(given) <= 64 else uuid.uuid4().hex[:16]
+        request[REQUEST_ID] = given if 0 < len(given) <= 64 else uuid.uuid4().hex[:16]
         try:
             if self._closing or not self._is_serving():
                 raise BridgeError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry another replica")
@@ -320,20 +324,21 @@ class HttpBridge:
     def _refused(self, request: web.Request, error: BridgeError) -> web.Response:
         """The error response; requests refused before reaching AvatarService (bad JSON, auth,
         body size) are logged and counted like the ones it refuses."""
-        error.request_id = error.request_id or request.get("request_id", "")
+        error.request_id = error.request_id or request.get(REQUEST_ID, "")
         route = request.match_info.route.name
         if not error.counted and route:
             method = route.split(".", 1)[0]
             self._service.metrics.requests.labels(method, error.code.name).inc()
-            log.info("%s %s (HTTP bridge)", method, error.code.name, extra={
+            level = logging.WARNING if error.code == grpc.StatusCode.UNAUTHENTICATED else logging.INFO
+            log.log(level, "%s %s (HTTP bridge)", method, error.code.name, extra={
                 "request_id": error.request_id, "method": method, "code": error.code.name,
-                "http_status": error.status})
+                "http_status": error.status, "peer": request.remote})
         return _error_response(error)
 
     # --- plumbing ----------------------------------------------------------------
 
     def _context(self, request: web.Request) -> _BridgeContext:
-        metadata = [(REQUEST_ID_KEY, request["request_id"])]
+        metadata = [(REQUEST_ID_KEY, request[REQUEST_ID])]
         if authorization := request.headers.get("Authorization"):
             metadata.append(("authorization", authorization))
         timeout = None
@@ -358,8 +363,8 @@ class HttpBridge:
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
-            raise BridgeError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", [],
-                              context.request_id) from None
+            raise BridgeError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded ({TIMEOUT_HEADER})", [],
+                              context.request_id, counted=context.started) from None
 
     async def _stream(self, request: web.Request, message_type: type[Message], rpc) -> web.StreamResponse:
         """Run a server-streaming RPC; the HTTP status is decided by its first message."""
@@ -395,8 +400,8 @@ class HttpBridge:
         try:
             result = await asyncio.wait_for(rpc(message, context), context.time_remaining())
         except asyncio.TimeoutError:
-            raise BridgeError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", [],
-                              context.request_id) from None
+            raise BridgeError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded ({TIMEOUT_HEADER})", [],
+                              context.request_id, counted=context.started) from None
         return web.Response(text=_dumps(to_json(result)), content_type="application/json",
                             headers={"X-Request-Id": context.request_id})
 
