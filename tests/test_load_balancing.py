@@ -37,6 +37,13 @@ def test_comma_separated_ip_literals_become_one_balanced_target():
         assert channel_args(single) == (single, [])  # a single server keeps gRPC's defaults
 
 
+def test_cli_refuses_a_list_of_names(capsys):
+    from moe_avatar_client import cli
+
+    assert cli.main(["--target", "avatar-a:50051,avatar-b:50051", "health"]) == 2
+    assert "dns:///NAME:PORT" in capsys.readouterr().err
+
+
 def test_names_and_mixed_families_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="dns:///NAME:PORT"):
         balanced_target("avatar-a:50051,avatar-b:50051")
@@ -85,9 +92,9 @@ def _replicas(model_repo, n: int):
 
 
 def _client(replicas) -> AvatarClient:
-    target, options = channel_args(",".join(r.target for r in replicas))
+    # "IP:port,IP:port,IP:port" -> round_robin (AvatarClient goes through balancing.channel_args).
     # retries=0: the only retries are gRPC's own (the service config's retry policy).
-    return AvatarClient(target, options=options, retries=0, timeout=30)
+    return AvatarClient(",".join(r.target for r in replicas), retries=0, timeout=30)
 
 
 def test_round_robin_spreads_calls_and_a_killed_replica_costs_no_call(model_repo):
@@ -130,10 +137,9 @@ def test_replica_reporting_not_serving_is_skipped(model_repo):
     """Client-side health checking: NOT_SERVING takes a replica out of rotation, SERVING
     brings it back (in-process replicas, so the test can flip their health)."""
     with running_server(model_repo) as a, running_server(model_repo) as b:
-        target, options = channel_args(f"{a.target},{b.target}")
         count = lambda s: s.metrics.registry.get_sample_value(  # noqa: E731
             "moe_avatar_requests_total", {"method": "EncodeText", "code": "OK"}) or 0.0
-        with AvatarClient(target, options=options, retries=0, timeout=10) as client:
+        with AvatarClient(f"{a.target},{b.target}", retries=0, timeout=10) as client:
             for _ in range(10):
                 client.encode_text("cat ears")
             assert count(a) > 0 and count(b) > 0

@@ -91,7 +91,8 @@ def cmd_health(client: AvatarClient, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moe-avatar", description="moe-avatar gRPC client")
-    parser.add_argument("--target", default="localhost:50051", help="server host:port (default %(default)s)")
+    parser.add_argument("--target", default="localhost:50051", help="server host:port; several IP:port,IP:port or dns:///NAME:PORT "
+                        "spread calls over the replicas (round_robin) (default %(default)s)")
     parser.add_argument("--tls-ca", help="PEM CA certificate to trust; enables TLS")
     parser.add_argument("--tls-cert", help="PEM client certificate for mutual TLS (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as e:
         print(f"moe-avatar: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
+    except ValueError as e:  # e.g. an unusable --target
+        print(f"moe-avatar: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

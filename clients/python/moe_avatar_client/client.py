@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from moe_avatar_client.balancing import channel_args
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
@@ -171,9 +172,12 @@ class AvatarClient:
         certificate, the system roots are trusted); `tls_cert` + `tls_key`: this client's PEM
         certificate and key for mutual TLS; `token`: sent as `authorization: Bearer <token>`.
         `timeout`: deadline of each call in seconds, retries included. Retry i sleeps
-        min(max_backoff, backoff * 2**i) * (1 + U(0, jitter)) seconds."""
+        min(max_backoff, backoff * 2**i) * (1 + U(0, jitter)) seconds.
+        `target` may list replicas ("10.0.0.1:50051,10.0.0.2:50051") or be "dns:///NAME:PORT":
+        calls are then spread with round_robin (moe_avatar_client/balancing.py)."""
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("tls_cert and tls_key must be given together (mutual TLS)")
+        target, options = channel_args(target, options)
         if tls_ca or tls_cert:
             creds = grpc.ssl_channel_credentials(root_certificates=_read(tls_ca), private_key=_read(tls_key),
                                                  certificate_chain=_read(tls_cert))
