@@ -431,5 +431,5 @@ class HttpBridge:
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(self._playground / "index.html", headers={
             # The playground loads only its own files; images come from blob: URLs it makes.
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; style-src 'self'",
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})

@@ -123,10 +123,12 @@ function showError(error) {
   box.replaceChildren();
   const title = document.createElement("strong");
   title.textContent = error.code ? error.code.replaceAll("_", " ").toLowerCase() : "error";
-  const message = document.createElement("p");
-  message.textContent = error.message || String(error);
-  box.append(title, message);
-  if (Array.isArray(error.details) && error.details.length) {
+  box.append(title);
+  if (!Array.isArray(error.details) || !error.details.length) {
+    const message = document.createElement("p");
+    message.textContent = error.message || String(error);
+    box.append(message);
+  } else {
     const list = document.createElement("ul");
     for (const d of error.details) {
       const item = document.createElement("li");
