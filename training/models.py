@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.labels import AttributeHeads
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # CLIP's own normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN/STD).
@@ -199,7 +201,8 @@ class DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Target-aware conditional D: image features at 4x4 joined with the tiled text embedding."""
+    """Target-aware conditional D: image features at 4x4 joined with the tiled text embedding,
+    plus attribute heads on the same features."""
 
     def __init__(self, resolution: int, embed_dim: int, ndf: int, ch_mult: list[int], channels: int = 4):
         super().__init__()
@@ -210,6 +213,8 @@ class Discriminator(nn.Module):
             nn.Conv2d(chans[-1] + embed_dim, ndf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
         )
+        # AC-GAN heads (training.labels): read every attribute family from the 4x4 features.
+        self.attributes = AttributeHeads(chans[-1] * 4 * 4)
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(img))
@@ -220,6 +225,9 @@ class Discriminator(nn.Module):
 
     def forward(self, img: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.judge(self.features(img), text)
+
+    def classify(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.attributes(feats.flatten(1))
 
 
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:

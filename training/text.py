@@ -16,7 +16,8 @@ def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
 class CaptionBank:
     """Every caption of every image as token ids, with a fast random pick per image."""
 
-    def __init__(self, captions: list[list[str]], context_length: int, progress: bool = True, chunk: int = 4096):
+    def __init__(self, captions: list[list[str]], context_length: int, progress: bool = True, chunk: int = 4096,
+                 states: list[list[dict]] | None = None):
         flat = [c for caps in captions for c in caps]
         counts = np.array([len(caps) for caps in captions], dtype=np.int64)
         if (counts == 0).any():
@@ -28,8 +29,19 @@ class CaptionBank:
         for start in tqdm(range(0, len(flat), chunk), desc="tokenize", unit="chunk", disable=not progress):
             parts.append(tokenize(flat[start:start + chunk], context_length).to(torch.int32))
         self.tokens = torch.cat(parts) if parts else torch.zeros(0, context_length, dtype=torch.int32)
+        # What each caption states, as training targets (training.labels); None for user data without labels.
+        self.targets = None
+        if states is not None:
+            from training.labels import caption_targets
+
+            self.targets = caption_targets([s for row in states for s in row])
+
+    def pick_indices(self, image_indices: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Index of one random caption per image into the flat caption list."""
+        choice = self.offsets[image_indices] + (rng.random(len(image_indices)) * self.counts[image_indices]).astype(np.int64)
+        return torch.from_numpy(choice)
 
     def pick(self, image_indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
         """One random caption per image: (token ids [B, C] int64, texts)."""
-        choice = self.offsets[image_indices] + (rng.random(len(image_indices)) * self.counts[image_indices]).astype(np.int64)
-        return self.tokens[torch.from_numpy(choice)].long(), [self.texts[i] for i in choice]
+        choice = self.pick_indices(image_indices, rng)
+        return self.tokens[choice].long(), [self.texts[i] for i in choice.tolist()]

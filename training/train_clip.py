@@ -2,6 +2,10 @@
 
 open_clip's CLIP model, tokenizer and `ClipLoss` (symmetric InfoNCE, learned temperature).
 One readable loop; config is data (training/configs/*.json).
+
+With `attr_weight` > 0 and a labelled (procedural) dataset, linear attribute heads on both
+embeddings add a supervised loss (training.labels): text -> stated attributes, image -> all
+visible attributes. The heads are training-only; the exported encoders are plain CLIP.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from tqdm import tqdm
 from training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            init_distributed, pick_device, rng_state, sample_batch, seed_everything, shutdown_distributed)
+from training.labels import AttributeHeads, attribute_loss, image_targets, select
 from training.text import CaptionBank
 
 
@@ -108,16 +113,23 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(args.data, size=None, skip_bad=args.skip_bad, progress=d.main and not args.quiet, limit=args.limit)
     cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows),
                    "attributes": _attribute_vocabulary(args.data)}
+    attr_weight = float(tcfg.get("attr_weight", 0.0)) if data.attributes is not None else 0.0
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], cfg["model"]["text_cfg"]["context_length"],
-                       progress=d.main and not args.quiet)
+                       progress=d.main and not args.quiet,
+                       states=[[c.states for c in caps] for caps in data.captions] if attr_weight else None)
     images = data.images
+    img_targets = image_targets(data.attributes) if attr_weight else None
 
     model.to(device)
+    embed_dim = model.text_projection.shape[1]
+    heads = torch.nn.ModuleDict({"text": AttributeHeads(embed_dim), "image": AttributeHeads(embed_dim)}).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0},
+                             {"params": list(heads.parameters()), "weight_decay": 0.0}],
                             lr=tcfg["lr"], betas=(0.9, 0.98), eps=1e-6, fused=True)
     broadcast_parameters(model, d)
+    broadcast_parameters(heads, d)
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=d.rank, world_size=d.world)
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
 
@@ -125,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+        if "attribute_heads" in ckpt:
+            heads.load_state_dict(ckpt["attribute_heads"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
     run_dir.write_config(cfg)
@@ -137,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     stop_at = min(tcfg["steps"], args.stop_at or tcfg["steps"])
     while step < stop_at:
         idx = sample_batch(len(images), tcfg["batch_size"], data_rng)
-        tokens, _ = bank.pick(idx, data_rng)
+        choice = bank.pick_indices(idx, data_rng)
+        tokens = bank.tokens[choice].long()
         imgs = images_to_tensor(images[idx]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tcfg)
@@ -145,6 +160,14 @@ def run(args: argparse.Namespace) -> int:
             img_f = encode_images(model, (imgs + 1) / 2)
             txt_f = encode_texts(model, tokens.to(device))
             loss = loss_fn(img_f.float(), txt_f.float(), model.logit_scale.exp())
+            attr_acc = None
+            if attr_weight:
+                # Unit embeddings x sqrt(dim): logits of a useful size without large head weights.
+                scale = embed_dim ** 0.5
+                loss_t, acc_t = attribute_loss(heads["text"](txt_f.float() * scale), select(bank.targets, choice))
+                loss_i, acc_i = attribute_loss(heads["image"](img_f.float() * scale), select(img_targets, torch.from_numpy(idx)))
+                loss = loss + attr_weight * (loss_t + loss_i)
+                attr_acc = (acc_t, acc_i)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, d)
@@ -158,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             now = time.time()
             row = {"step": step, "loss": round(loss.item(), 5), "logit_scale": round(model.logit_scale.exp().item(), 3),
                    "lr": lr_at(step - 1, tcfg), "samples_per_s": round(n_last / (now - t_last), 1)}
+            if attr_acc is not None:
+                row["attr_acc_text"], row["attr_acc_image"] = round(attr_acc[0], 4), round(attr_acc[1], 4)
             t_last, n_last = now, 0
             if step % tcfg["sample_every"] == 0 or step == tcfg["steps"]:
                 model.eval()
@@ -167,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=row["samples_per_s"])
         if step % tcfg["checkpoint_every"] == 0 or step == stop_at:
             rngs = gather_rng_states(rng_state(data_rng), d)
-            run_dir.save_checkpoint(clip_checkpoint(model, cfg, step=step, optimizer=opt.state_dict(), rng=rngs))
+            run_dir.save_checkpoint(clip_checkpoint(model, cfg, step=step, optimizer=opt.state_dict(), rng=rngs,
+                                                    attribute_heads=heads.state_dict()))
     bar.close()
     shutdown_distributed()
     return 0

@@ -4,7 +4,11 @@ DF-GAN recipe on a frozen CLIP text embedding T:
   D: hinge loss on (real, T), (real, mismatched T), (fake, T) + matching-aware gradient
      penalty (MA-GP) on real matching pairs.
   G: -D(fake, T) - clip_weight * cos(CLIP_image(fake), T)   (GALIP / StyleGAN-T alignment).
+With `cls_weight` > 0 and a labelled dataset, AC-GAN attribute heads on D's features
+(training.labels) learn every visible attribute from real renders only, and G pays
+cls_weight * cross-entropy for the attributes its caption states that D cannot read.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
+`--init CKPT` starts from another GAN run's weights (fine-tuning stage of a recipe).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from training.models import (build_discriminator, build_generator, count_params,
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
+from training.labels import attribute_loss, image_targets, select
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -44,17 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (RUN_DIR/checkpoint.pt)")
     p.add_argument("--config", default="gan-64", help="config name in training/configs or a JSON path")
     p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--init", type=Path, help="start from this GAN checkpoint's G, D and EMA weights (fresh optimizers)")
     add_run_arguments(p)
 
 
-def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """D's output on (real, text) and mean(||grad wrt (real, text)||^p) (DF-GAN's MA-GP)."""
+def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D's output on (real, text), mean(||grad wrt (real, text)||^p) (DF-GAN's MA-GP), and
+    D's features of the real images (reused by the attribute heads)."""
     real = real.detach().requires_grad_(True)
     text = text.detach().requires_grad_(True)
-    out = d(real, text)
+    feats = d.features(real)
+    out = d.judge(feats, text)
     g_img, g_txt = torch.autograd.grad(out.sum(), (real, text), create_graph=True)
     norm = torch.sqrt(g_img.flatten(1).pow(2).sum(1) + g_txt.pow(2).sum(1))
-    return out, norm.pow(p).mean()
+    return out, norm.pow(p).mean(), feats
 
 
 @torch.no_grad()
@@ -105,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
     res = cfg["model"]["resolution"]
     data = load_dataset(args.data, size=res, skip_bad=args.skip_bad, progress=d.main and not args.quiet, limit=args.limit)
     cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows)}
-    bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet)
+    cls_weight = float(tcfg.get("cls_weight", 0.0)) if data.attributes is not None else 0.0
+    bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
+                       states=[[c.states for c in caps] for caps in data.captions] if cls_weight else None)
+    img_targets = image_targets(data.attributes) if cls_weight else None
 
     g = build_generator(cfg["model"], embed_dim).to(device)
     disc = build_discriminator(cfg["model"], embed_dim).to(device)
@@ -115,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
     opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas, fused=True)
     broadcast_parameters(g, d)
     broadcast_parameters(disc, d)
+    if args.init is not None:
+        init = torch.load(args.init, map_location="cpu", weights_only=False)
+        g.load_state_dict(init["g"])
+        # A checkpoint from before the attribute heads existed: the heads start fresh.
+        missing, unexpected = disc.load_state_dict(init["d"], strict=False)
+        if unexpected or any(not k.startswith("attributes.") for k in missing):
+            raise ValueError(f"--init {args.init}: discriminator does not match (missing {missing}, unexpected {unexpected})")
+        cfg["init"] = str(args.init)
     g_ema.load_state_dict(g.state_dict())
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
 
@@ -138,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     stop_at = min(tcfg["steps"], args.stop_at or tcfg["steps"])
     while step < stop_at:
         idx = sample_batch(len(data.files), bs, data_rng)
-        tokens, _ = bank.pick(idx, data_rng)
+        choice = bank.pick_indices(idx, data_rng)
+        tokens = bank.tokens[choice].long()
         real = images_to_tensor(data.images[idx]).to(device)
         z = torch.randn(len(idx), z_dim, device=device)
         with torch.no_grad():
@@ -147,12 +167,15 @@ def run(args: argparse.Namespace) -> int:
         # --- discriminator
         with autocast(device, tcfg["precision"]):
             fake = g(z, text).detach()
-            out_real, gp = ma_gradient_penalty(disc, real, text)
+            out_real, gp, feats_real = ma_gradient_penalty(disc, real, text)
             out_mis = disc(real[:-1], text[1:])  # real images with someone else's caption
             out_fake = disc(fake, text)
             loss_real = F.relu(1.0 - out_real).mean()
             loss_d = loss_real + 0.5 * (F.relu(1.0 + out_mis).mean() + F.relu(1.0 + out_fake).mean()) \
                 + tcfg["ma_gp_weight"] * gp
+            if cls_weight:
+                cls_d, acc_real = attribute_loss(disc.classify(feats_real), select(img_targets, torch.from_numpy(idx)))
+                loss_d = loss_d + cls_weight * cls_d
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         average_gradients(disc, d)
@@ -161,9 +184,13 @@ def run(args: argparse.Namespace) -> int:
         # --- generator
         with autocast(device, tcfg["precision"]):
             fake = g(z, text)
-            adv = -disc(fake, text).mean()
+            feats_fake = disc.features(fake)
+            adv = -disc.judge(feats_fake, text).mean()
             clip_cos = (encode_images(clip, (fake + 1) / 2) * text).sum(dim=1).mean()
             loss_g = adv - tcfg["clip_weight"] * clip_cos
+            if cls_weight:
+                cls_g, acc_fake = attribute_loss(disc.classify(feats_fake), select(bank.targets, choice))
+                loss_g = loss_g + cls_weight * cls_g
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
@@ -180,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
                    "d_real": round(out_real.mean().item(), 4), "d_fake": round(out_fake.mean().item(), 4),
                    "d_mismatch": round(out_mis.mean().item(), 4), "ma_gp": round(gp.item(), 5),
                    "clip_cos": round(clip_cos.item(), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
+            if cls_weight:  # how well D reads real renders, and how often it reads the caption in G's images
+                row.update(cls_d=round(cls_d.item(), 4), attr_acc_real=round(acc_real, 4),
+                           cls_g=round(cls_g.item(), 4), attr_acc_fake=round(acc_fake, 4))
             t_last, n_last = now, 0
             run_dir.log_stats(row)
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", cos=f"{row['clip_cos']:.3f}", sps=row["samples_per_s"])

@@ -1,0 +1,95 @@
+"""Attribute targets and heads (training.labels) and the recipe that uses them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.attributes import ATTRIBUTES, HEAD_ITEMS, sample_attributes, visible_families
+from training.cli import main as train_main
+from training.labels import AttributeHeads, attribute_loss, caption_targets, image_targets
+
+
+def test_caption_targets_hold_only_what_the_caption_states() -> None:
+    t = caption_targets([
+        {"hair_color": "pink", "head_accessory": ["ribbon"]},
+        {"expression": "wink", "head_accessory": []},
+        {"background": "mint"},
+    ])
+    assert t["hair_color"].tolist() == [ATTRIBUTES["hair_color"].index("pink"), -1, -1]
+    assert t["expression"].tolist() == [-1, ATTRIBUTES["expression"].index("wink"), -1]
+    ribbon = HEAD_ITEMS.index("ribbon")
+    # "a ribbon" says nothing about the other items; "no head accessories" says 0 for all.
+    assert t["head_accessory"][0].tolist() == [1.0 if i == ribbon else -1.0 for i in range(len(HEAD_ITEMS))]
+    assert t["head_accessory"][1].tolist() == [0.0] * len(HEAD_ITEMS)
+    assert t["head_accessory"][2].tolist() == [-1.0] * len(HEAD_ITEMS)
+
+
+def test_image_targets_are_the_ground_truth_of_visible_families() -> None:
+    rng = np.random.default_rng(0)
+    attrs = [sample_attributes(rng) for _ in range(200)]
+    t = image_targets(attrs)
+    for i, a in enumerate(attrs):
+        vis = visible_families(a)
+        for f, values in ATTRIBUTES.items():
+            if f == "head_accessory":
+                row = t[f][i].tolist()
+                expect = [float(h in a[f]) for h in HEAD_ITEMS] if f in vis else [-1.0] * len(HEAD_ITEMS)
+                assert row == expect
+            else:
+                assert t[f][i].item() == (values.index(a[f]) if f in vis else -1)
+    assert any(len(visible_families(a)) < len(ATTRIBUTES) for a in attrs)  # some families really are hidden
+
+
+def test_attribute_loss_ignores_unknown_targets_and_scores_accuracy() -> None:
+    targets = caption_targets([{"hair_color": "pink"}, {"hair_color": "blue", "head_accessory": []}])
+    logits = {f: torch.zeros(2, len(HEAD_ITEMS) if f == "head_accessory" else len(v)) for f, v in ATTRIBUTES.items()}
+    logits["hair_color"][0, ATTRIBUTES["hair_color"].index("pink")] = 20.0
+    logits["hair_color"][1, ATTRIBUTES["hair_color"].index("blue")] = 20.0
+    logits["head_accessory"][1] = -20.0
+    loss, acc = attribute_loss(logits, targets)
+    assert acc == 1.0 and loss.item() < 1e-3
+    # Garbage in the logits of families nobody stated changes nothing.
+    logits["eye_color"] += torch.randn_like(logits["eye_color"]) * 50
+    assert attribute_loss(logits, targets)[0].item() == loss.item()
+    # A wrong answer on a known target costs and counts.
+    logits["hair_color"][1] = 0.0
+    logits["hair_color"][1, ATTRIBUTES["hair_color"].index("black")] = 20.0
+    loss2, acc2 = attribute_loss(logits, targets)
+    known = 2 + len(HEAD_ITEMS)  # two hair colours and every head item of "no head accessories"
+    assert loss2.item() > 0.5 and acc2 == (known - 1) / known
+
+
+def test_heads_learn_attributes_from_features() -> None:
+    """A linear head fits labels carried linearly by the features (what CLIP's heads ask of the embedding)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    attrs = [sample_attributes(rng) for _ in range(256)]
+    t = image_targets(attrs)
+    feats = torch.cat([torch.nn.functional.one_hot(t[f].clamp(min=0), len(v)).float()
+                       for f, v in ATTRIBUTES.items() if f != "head_accessory"] + [t["head_accessory"].clamp(min=0)], 1)
+    heads = AttributeHeads(feats.shape[1])
+    opt = torch.optim.Adam(heads.parameters(), lr=0.05)
+    _, acc0 = attribute_loss(heads(feats), t)
+    for _ in range(150):
+        loss, acc = attribute_loss(heads(feats), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert acc0 < 0.7 and attribute_loss(heads(feats), t)[1] > 0.99
+
+
+def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_main(["pipeline", "--preset", "test", "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    timings = json.loads((out / "timings.json").read_text())
+    assert list(timings) == ["synth", "clip", "gan", "clip_attr", "gan_attr"]
+    gan_cfg = json.loads((out / "gan-attr" / "config.json").read_text())
+    assert gan_cfg["init"] == str(out / "gan" / "checkpoint.pt")
+    assert gan_cfg["clip"]["checkpoint"] == str(out / "clip-attr" / "checkpoint.pt")
+    stats = [json.loads(line) for line in (out / "gan-attr" / "stats.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["attr_acc_real"] <= 1.0 and np.isfinite(r["cls_g"]) for r in stats)
+    clip_cfg = json.loads((out / "clip-attr" / "config.json").read_text())
+    assert clip_cfg["init"] == str(out / "clip" / "checkpoint.pt")
