@@ -32,6 +32,7 @@ PROTO = REPO / "protos" / "moeavatar" / "v1" / "avatar.proto"
 UNITY = REPO / "clients" / "unity"
 GODOT = REPO / "clients" / "godot"
 GD_CLIENT = GODOT / "gdscript" / "addons" / "moe_avatar" / "moe_avatar_client.gd"
+GD3_SMOKE = GODOT / "godot3_smoke" / "smoke.gd"  # Godot 3 twin of the request logic (tests/test_godot_smoke.py)
 PROTO_ENUM_TYPES = ("TextureFormat", "RowOrder", "ResizeFilter", "Stage")
 
 
@@ -224,8 +225,21 @@ def check_csharp(names: ProtoNames, sources: list[Path]) -> tuple[list[str], int
     return problems, checked
 
 
-def check_gdscript(names: ProtoNames, path: Path) -> tuple[list[str], int]:
-    """Every JSON key and enum name the bridge client reads or writes must exist in the proto."""
+def bridge_error_keys() -> set[str]:
+    """The JSON keys of the HTTP bridge's errors, from the bridge's own code: the final stream
+    line {"error": {...}} and the body {"code", "message", "details": [{"field", "description"}], "requestId"}."""
+    import grpc
+
+    from server.http_bridge import BridgeError
+
+    error = BridgeError(grpc.StatusCode.INVALID_ARGUMENT, "m", [("f", "d")], "request-id").to_json()
+    return {"error"} | set(error) | set(error["details"][0])
+
+
+def check_gdscript(names: ProtoNames, path: Path,
+                   request_func: str = "build_request_body") -> tuple[list[str], int]:
+    """Every JSON key and enum name the bridge client reads or writes must exist in the proto
+    (or, for error handling, in the HTTP bridge's error format)."""
     problems: list[str] = []
     code = "\n".join(line.split("#", 1)[0] if not line.lstrip().startswith("##") else "" for line in
                      path.read_text(encoding="utf-8").splitlines())
@@ -233,8 +247,8 @@ def check_gdscript(names: ProtoNames, path: Path) -> tuple[list[str], int]:
     # Keys of the parsed proto JSON: event.has("started"), header.get("totalBytes", ...), event["texture"]
     used = set(re.findall(r'\.(?:get|has)\(\s*"(\w+)"', code)) | set(re.findall(r'\w\["(\w+)"\]', code))
     # Dictionary literal keys inside build_request_body: resolved against GenerateRequest / OutputOptions.
-    body = re.search(r"func build_request_body\(.*?\n(?=func |\Z)", code, re.S)
-    assert body, "build_request_body() not found in the GDScript client"
+    body = re.search(rf"func {request_func}\(.*?\n(?=func |\Z)", code, re.S)
+    assert body, f"{request_func}() not found in {path.name}"
     checked = 0
     request_keys = set(re.findall(r'"(\w+)"\s*:', body.group(0))) | set(re.findall(r'body\["(\w+)"\]', body.group(0)))
     output = re.search(r'"output"\s*:\s*\{([^}]*)\}', body.group(0))
@@ -250,7 +264,10 @@ def check_gdscript(names: ProtoNames, path: Path) -> tuple[list[str], int]:
     # Keys this client adds to its own `state`/`infos` dictionaries are not proto: they are the
     # ones it only ever writes (state["header"] = ...), never reads from the server's JSON.
     written_only = set(re.findall(r'state\["(\w+)"\]\s*=', code)) | {"textures", "infos", "done", "header", "buffer"}
-    for key in sorted(used - written_only):
+    error_keys = bridge_error_keys()
+    for key in sorted(used & (error_keys - all_json)):
+        checked += 1  # error handling: these exist in the bridge's error JSON (checked above)
+    for key in sorted(used - written_only - error_keys):
         checked += 1
         if key not in all_json:
             problems.append(f"{path.name}: JSON key {key!r} is not a field of any proto message")
@@ -260,7 +277,7 @@ def check_gdscript(names: ProtoNames, path: Path) -> tuple[list[str], int]:
             problems.append(f"{path.name}: {enum_value} is not a proto enum value")
     # The event names read from each JSON line are the GenerateResponse oneof fields.
     for event in re.findall(r'event\.has\("(\w+)"\)', code):
-        if event not in ("code", "message"):  # google.rpc.Status error lines
+        if event != "error":  # the bridge's final error line
             checked += 1
             if event not in names.json_names["GenerateResponse"]:
                 problems.append(f"{path.name}: event {event!r} is not a GenerateResponse field")
@@ -286,6 +303,20 @@ def test_gdscript_uses_only_proto_json_names(proto_names):
     problems, checked = check_gdscript(proto_names, GD_CLIENT)
     assert not problems, "\n".join(problems)
     assert checked >= 25, f"only {checked} JSON usages found"
+    problems, checked = check_gdscript(proto_names, GD3_SMOKE, request_func="_init")
+    assert not problems, "\n".join(problems)
+    assert checked >= 15, f"only {checked} JSON usages found in the Godot 3 smoke script"
+
+
+def test_gdscript_handles_the_bridge_error_format():
+    """The addon reads the error keys the bridge really sends (body and final stream line)."""
+    keys = bridge_error_keys()
+    for path in (GD_CLIENT, GD3_SMOKE):
+        code = path.read_text(encoding="utf-8")
+        assert 'event.has("error")' in code, path.name
+        for key in ("code", "message", "details", "field"):
+            assert f'.get("{key}"' in code, (path.name, key)
+            assert key in keys
 
 
 def test_a_renamed_proto_field_is_caught(tmp_path):
@@ -309,6 +340,9 @@ def test_a_renamed_proto_field_is_caught(tmp_path):
     gd_problems = "\n".join(check_gdscript(names, GD_CLIENT)[0])
     for needle in ("textureIndex", "rowOrder", "TEXTURE_FORMAT_RGBA8", "sha256"):
         assert needle in gd_problems, f"GDScript check missed {needle!r}:\n{gd_problems}"
+    gd3_problems = "\n".join(check_gdscript(names, GD3_SMOKE, request_func="_init")[0])
+    for needle in ("textureIndex", "rowOrder", "sha256"):
+        assert needle in gd3_problems, f"Godot 3 check missed {needle!r}:\n{gd3_problems}"
 
 
 def test_csharp_naming_rules_match_protoc_when_available(proto_names, tmp_path):

@@ -10,6 +10,7 @@ const Client := preload("moe_avatar_client.gd")
 var _client: Client
 var _host: LineEdit
 var _port: SpinBox
+var _token: LineEdit
 var _prompt: TextEdit
 var _count: SpinBox
 var _seed: LineEdit
@@ -31,7 +32,10 @@ func _ready() -> void:
 		_progress.value = fraction
 		_status.text = stage)
 	_client.completed.connect(_on_completed)
-	_client.failed.connect(func(message: String) -> void: _set_busy(false, message))
+	_client.failed.connect(func(message: String) -> void:
+		# Name the rejected fields (e.g. "count", "prompt") so the designer knows what to fix.
+		var fields := _client.last_error_fields()
+		_set_busy(false, message if fields.is_empty() else "%s\nCheck: %s" % [message, ", ".join(fields)]))
 	_client.cancelled.connect(func() -> void: _set_busy(false, "Cancelled."))
 
 	var server := HBoxContainer.new()
@@ -44,6 +48,9 @@ func _ready() -> void:
 	server.add_child(_host)
 	server.add_child(_port)
 	add_child(server)
+	_token = _line_edit("", "bearer token (only if the server needs one)")
+	_token.secret = true
+	add_child(_token)
 
 	_prompt = TextEdit.new()
 	_prompt.placeholder_text = "pink twin tails, cat ears / 粉色双马尾，猫耳"
@@ -123,6 +130,7 @@ func _on_generate() -> void:
 		return
 	_client.host = _host.text.strip_edges()
 	_client.port = int(_port.value)
+	_client.api_token = _token.text.strip_edges()
 	var seed := _seed.text.strip_edges().to_int() if _seed.text.strip_edges().is_valid_int() else -1
 	_last_request = _client.build_request_body(prompt, int(_count.value), seed, _psi.value)
 	_progress.value = 0.0

@@ -6,6 +6,9 @@ extends Node
 ## JSON mapping (lowerCamelCase keys, uint64 as strings, enums by name) and answers with JSON
 ## lines, one GenerateResponse each: started, progress, texture (header), chunk (base64
 ## data), done. Chunks are joined per texture and checked against the header's SHA-256.
+## Errors: before the stream, an HTTP status (400, 401, 404, 429, 503, ...) with a JSON body
+## {"code", "message", "details": [{"field", "description"}], "requestId"}; after it started,
+## a final line {"error": {...the same...}}. `last_error` keeps that Dictionary for the UI.
 ##
 ##     var client := MoeAvatarClient.new()
 ##     add_child(client)
@@ -34,6 +37,12 @@ const STAGE_FRACTION := {
 @export var port: int = 8080
 @export var use_tls: bool = false
 @export var timeout_seconds: float = 60.0
+## Sent as "Authorization: Bearer <token>" when the server runs with --auth-tokens-file.
+@export var api_token: String = ""
+
+## The bridge's error of the last failed request: code, message, details, requestId ({} if none
+## or if the failure was local, e.g. no connection).
+var last_error: Dictionary = {}
 
 var _http: HTTPClient = null
 var _busy := false
@@ -82,6 +91,7 @@ func generate_request(body: Dictionary) -> void:
 			await get_tree().process_frame
 	_busy = true
 	_cancel_requested = false
+	last_error = {}
 	var error := await _run(body)
 	_http.close()
 	_busy = false
@@ -103,7 +113,7 @@ func _run(body: Dictionary) -> String:
 	if _http.get_status() != HTTPClient.STATUS_CONNECTED:
 		return "cannot connect to %s:%d (is the server running with --http-port %d?)" % [host, port, port]
 
-	var headers := PackedStringArray(["Content-Type: application/json", "Accept: application/x-ndjson"])
+	var headers := _headers(["Content-Type: application/json", "Accept: application/x-ndjson"])
 	if _http.request(HTTPClient.METHOD_POST, "/v1/generate", headers, JSON.stringify(body)) != OK:
 		return "request failed"
 	while _http.get_status() == HTTPClient.STATUS_REQUESTING:
@@ -138,7 +148,7 @@ func _run(body: Dictionary) -> String:
 			if error != "":
 				return error
 	if status_code != 200:
-		return "HTTP %d: %s" % [status_code, error_body.get_string_from_utf8()]
+		return _bridge_error(status_code, error_body.get_string_from_utf8())
 	if not pending.is_empty():
 		var error := _handle_line(pending.get_string_from_utf8().strip_edges(), state)
 		if error != "":
@@ -147,6 +157,38 @@ func _run(body: Dictionary) -> String:
 		return "the stream ended before its done event"
 	completed.emit(state["textures"], state["infos"])
 	return ""
+
+
+func _headers(extra: Array) -> PackedStringArray:
+	var headers := PackedStringArray(extra)
+	if api_token != "":
+		headers.append("Authorization: Bearer " + api_token)
+	return headers
+
+
+## An error body of the bridge (or any other HTTP error) as one message.
+func _bridge_error(status_code: int, text: String) -> String:
+	var parsed = JSON.parse_string(text)
+	if typeof(parsed) != TYPE_DICTIONARY or not parsed.has("code"):
+		return "HTTP %d: %s" % [status_code, text.left(200)]
+	return "HTTP %d %s" % [status_code, _describe_error(parsed)]
+
+
+## {"code": "INVALID_ARGUMENT", "message": "...", "details": [{"field", "description"}]} -> text.
+func _describe_error(error: Dictionary) -> String:
+	last_error = error
+	var text := "%s: %s" % [error.get("code", "UNKNOWN"), error.get("message", "")]
+	if error.has("requestId"):
+		text += " (request id %s)" % error["requestId"]
+	return text
+
+
+## Fields the server rejected, e.g. ["count", "output.size"], for highlighting controls.
+func last_error_fields() -> PackedStringArray:
+	var fields := PackedStringArray()
+	for detail in last_error.get("details", []):
+		fields.append(str(detail.get("field", "")))
+	return fields
 
 
 ## Polls the connection and waits one frame; false when cancelled or past the deadline.
@@ -167,8 +209,8 @@ func _handle_line(line: String, state: Dictionary) -> String:
 	var event = JSON.parse_string(line)
 	if typeof(event) != TYPE_DICTIONARY:
 		return "bad JSON line from the server: %s" % line.left(200)
-	if event.has("code") and event.has("message"):  # a google.rpc.Status sent in place of an event
-		return "server error %s: %s" % [event["code"], event["message"]]
+	if event.has("error"):  # the stream failed after it started
+		return _describe_error(event["error"])
 	if event.has("started"):
 		var started: Dictionary = event["started"]
 		state["requestId"] = started.get("requestId", "")
@@ -259,7 +301,7 @@ func list_models() -> Dictionary:
 	add_child(request)
 	var scheme := "https" if use_tls else "http"
 	request.timeout = timeout_seconds
-	if request.request("%s://%s:%d/v1/models" % [scheme, host, port]) != OK:
+	if request.request("%s://%s:%d/v1/models" % [scheme, host, port], _headers([])) != OK:
 		request.queue_free()
 		return {}
 	var result: Array = await request.request_completed  # [result, code, headers, body]
