@@ -125,6 +125,8 @@ class AvatarServer:
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.grace_seconds if grace is None else grace
         log.info("shutting down; in-flight requests get %.1fs", grace, extra={"grace_seconds": grace})
+        if self.guard is not None:
+            self.guard.draining = True  # from now on new calls get UNAVAILABLE, even before stop() below
         await self._health.enter_graceful_shutdown()
         stops = [self._server.stop(grace)] if self._server is not None else []
         if self.http is not None:

@@ -400,3 +400,22 @@ def test_graceful_shutdown_lets_streams_finish(model_repo):
         conn.close()
         assert "done" in events[-1] and events[-1]["done"]["textureCount"] == 4
         assert [len(data) for _, data in assemble(events)] == [1024 * 1024 * 4] * 4
+
+
+def test_tls_on_the_bridge(model_repo, tmp_path):
+    """With --tls-cert/--tls-key the bridge serves HTTPS with the gRPC port's certificate."""
+    import ssl
+
+    from tls_util import make_certs
+
+    certs = make_certs(tmp_path)
+    with running_server(model_repo, http_port=free_port(), tls_cert=certs.server_cert,
+                        tls_key=certs.server_key) as s:
+        context = ssl.create_default_context(cafile=certs.ca)
+        conn = http.client.HTTPSConnection("127.0.0.1", s.server.http_port, timeout=60, context=context)
+        conn.request("POST", "/v1/generate", json.dumps({"prompt": PROMPT, "seed": "1"}))
+        response = conn.getresponse()
+        assert response.status == 200 and "done" in lines(response.read())[-1]
+        conn.close()
+        with pytest.raises((http.client.HTTPException, ConnectionError)):  # plain HTTP is not served
+            request(s.server.http_port, "GET", "/healthz", timeout=10)
