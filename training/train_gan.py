@@ -7,6 +7,9 @@ DF-GAN recipe on a frozen CLIP text embedding T:
 With `cls_weight` > 0 and a labelled dataset, AC-GAN attribute heads on D's features
 (training.labels) learn every visible attribute from real renders only, and G pays
 cls_weight * cross-entropy for the attributes its caption states that D cannot read.
+With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half the batch
+repeats the other half's captions with new noise, and G pays ms_weight / image-distance
+ratio, so what the caption leaves open still varies.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
 `--init CKPT` starts from another GAN run's weights (fine-tuning stage of a recipe).
 """
@@ -182,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         opt_d.step()
 
         # --- generator
+        ms_weight = tcfg.get("ms_weight", 0.0)
+        if ms_weight:  # pair each caption with a second noise: the second half repeats the first half's captions
+            half = len(idx) // 2
+            keep = torch.cat([torch.arange(half), torch.arange(half), torch.arange(2 * half, len(idx))])
+            text, choice = text[keep], choice[keep]
         with autocast(device, tcfg["precision"]):
             fake = g(z, text)
             feats_fake = disc.features(fake)
@@ -191,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
             if cls_weight:
                 cls_g, acc_fake = attribute_loss(disc.classify(feats_fake), select(bank.targets, choice))
                 loss_g = loss_g + cls_weight * cls_g
+            if ms_weight:
+                # Mode seeking (MSGAN): same caption, different noise -> the images must differ.
+                # Minimising 1 / ratio pushes G to use z for what the caption leaves open.
+                ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+                loss_g = loss_g + ms_weight / (ratio + 1e-5)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
@@ -207,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
                    "d_real": round(out_real.mean().item(), 4), "d_fake": round(out_fake.mean().item(), 4),
                    "d_mismatch": round(out_mis.mean().item(), 4), "ma_gp": round(gp.item(), 5),
                    "clip_cos": round(clip_cos.item(), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
+            if ms_weight:
+                row["ms_ratio"] = round(ratio.item(), 4)
             if cls_weight:  # how well D reads real renders, and how often it reads the caption in G's images
                 row.update(cls_d=round(cls_d.item(), 4), attr_acc_real=round(acc_real, 4),
                            cls_g=round(cls_g.item(), 4), attr_acc_fake=round(acc_fake, 4))
