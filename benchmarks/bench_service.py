@@ -1,11 +1,17 @@
-"""End-to-end service benchmark: gRPC path vs the in-process pipeline, side by side in one run.
+"""End-to-end service benchmark: gRPC path vs the in-process pipeline, batching on vs off,
+side by side in one run (perf_analyzer-style: fixed concurrency, closed loop).
 
-    python benchmarks/bench_service.py --models models [--calls 50] [--concurrency 1 32] [--json out.json]
+    python benchmarks/bench_service.py --models models [--calls 200] [--concurrency 1 4 16 64] [--json out.json]
 
-For each concurrency: the in-process pipeline (prompt -> text encoder -> generator -> CLIP
-score -> PNG bytes, no gRPC) in this process, then the same request through a real
-`moe-avatar-server` subprocess with a grpc.aio load generator in this process. Reports
-p50/p90/p99 latency and avatars/s for both, and the gRPC/in-process ratios.
+Three servers are measured for each concurrency, in turn:
+  in-process  the pipeline itself (prompt -> text encoder -> generator -> CLIP score ->
+              PNG bytes) in this process, no gRPC: the cost of the work;
+  gRPC        a real `moe-avatar-server` subprocess (micro-batching on, --max-batch 32),
+              driven by a grpc.aio load generator in this process;
+  gRPC nobatch  the same server with --max-batch 1 (micro-batching off).
+Plus once: `offline`, the in-process pipeline with every request submitted at once
+(the batched throughput ceiling the service is compared against).
+Reports p50/p90/p99 latency, avatars/s and errors per cell, and the ratios.
 """
 from __future__ import annotations
 
@@ -31,22 +37,31 @@ def _pct(lat: list[float], q: int) -> float:
 
 
 async def _drive(one, calls: int, concurrency: int) -> dict[str, float]:
-    """Closed loop: `concurrency` workers issue `calls` requests in all."""
+    """Closed loop: `concurrency` workers issue `calls` requests in all; failures are counted."""
     for i in range(5):
         await one(10_000 + i)  # warm-up
     lat: list[float] = []
+    errors = 0
     sem = asyncio.Semaphore(concurrency)
 
     async def timed(i: int) -> None:
+        nonlocal errors
         async with sem:
             t0 = time.perf_counter()
-            await one(i)
+            try:
+                await one(i)
+            except Exception:  # noqa: BLE001 - a benchmark counts failures, it does not stop
+                errors += 1
+                return
             lat.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(timed(i) for i in range(calls)))
     wall = time.perf_counter() - t0
-    return {"p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90), "p99_ms": _pct(lat, 99), "avatars_per_s": calls / wall}
+    if not lat:
+        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan"), "avatars_per_s": 0.0, "errors": errors}
+    return {"p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90), "p99_ms": _pct(lat, 99),
+            "avatars_per_s": len(lat) / wall, "errors": errors}
 
 
 async def in_process(models: Path, calls: int, concurrency: int, max_batch: int) -> dict[str, float]:
@@ -94,41 +109,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_server(models: Path, max_batch: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "server.main", "--models", str(models), "--host", "127.0.0.1",
+                               "--port", str(port), "--device", "cpu", "--max-batch", str(max_batch),
+                               "--log-level", "WARNING", *extra], cwd=ROOT)
+    return server, f"127.0.0.1:{port}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--calls", type=int, default=200, help="requests per cell")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--server-arg", action="append", default=[], help="extra moe-avatar-server flag (repeatable)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
 
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "server.main", "--models", str(a.models), "--host", "127.0.0.1",
-                               "--port", str(port), "--device", "cpu", "--max-batch", str(a.max_batch), "--log-level", "WARNING"],
-                              cwd=ROOT)
+    servers = {"grpc": _start_server(a.models, a.max_batch, a.server_arg),
+               "grpc_nobatch": _start_server(a.models, 1, a.server_arg)}
     rows = []
     try:
-        target = f"127.0.0.1:{port}"
-        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=60)
+        for _, target in servers.values():
+            grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=60)
+        print("offline (all requests at once, in-process) ...", flush=True)
+        offline = asyncio.run(in_process(a.models, a.calls, a.calls, a.max_batch))
         for c in a.concurrency:
             print(f"concurrency {c} ...", flush=True)
-            local = asyncio.run(in_process(a.models, a.calls, c, a.max_batch))
-            remote = asyncio.run(through_grpc(target, a.calls, c))
-            rows.append({"concurrency": c, "in_process": local, "grpc": remote})
+            row = {"concurrency": c, "in_process": asyncio.run(in_process(a.models, a.calls, c, a.max_batch))}
+            for name, (_, target) in servers.items():
+                row[name] = asyncio.run(through_grpc(target, a.calls, c))
+            rows.append(row)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
 
-    print(f"\n{'conc':>5} | {'in-process p50/p99 ms':>22} {'avatars/s':>10} | {'gRPC p50/p99 ms':>18} {'avatars/s':>10} | "
-          f"{'p50 ratio':>9} {'thru ratio':>10}")
+    print(f"\noffline batched in-process: {offline['avatars_per_s']:.1f} avatars/s ({a.calls} requests at once)\n")
+    print(f"{'conc':>5} | {'in-process p50/p99 ms':>21} {'av/s':>7} | {'gRPC p50/p90/p99 ms':>22} {'av/s':>7} {'err':>4} | "
+          f"{'no-batch p50/p99 ms':>19} {'av/s':>7} {'err':>4} | {'p50 gRPC/in-proc':>16} {'thru gRPC/offline':>17} "
+          f"{'batch on/off':>12}")
     for r in rows:
-        lo, gr = r["in_process"], r["grpc"]
-        print(f"{r['concurrency']:>5} | {lo['p50_ms']:>10.1f} / {lo['p99_ms']:>9.1f} {lo['avatars_per_s']:>10.1f} | "
-              f"{gr['p50_ms']:>8.1f} / {gr['p99_ms']:>7.1f} {gr['avatars_per_s']:>10.1f} | "
-              f"{gr['p50_ms'] / lo['p50_ms']:>8.2f}x {gr['avatars_per_s'] / lo['avatars_per_s']:>9.2f}x")
+        lo, gr, nb = r["in_process"], r["grpc"], r["grpc_nobatch"]
+        r["ratios"] = {"p50_grpc_over_in_process": gr["p50_ms"] / lo["p50_ms"],
+                       "throughput_grpc_over_offline": gr["avatars_per_s"] / offline["avatars_per_s"],
+                       "throughput_batching_on_over_off": gr["avatars_per_s"] / max(nb["avatars_per_s"], 1e-9)}
+        q = r["ratios"]
+        print(f"{r['concurrency']:>5} | {lo['p50_ms']:>9.1f} / {lo['p99_ms']:>9.1f} {lo['avatars_per_s']:>7.1f} | "
+              f"{gr['p50_ms']:>6.1f} / {gr['p90_ms']:>6.1f} / {gr['p99_ms']:>6.1f} {gr['avatars_per_s']:>7.1f} {gr['errors']:>4} | "
+              f"{nb['p50_ms']:>8.1f} / {nb['p99_ms']:>8.1f} {nb['avatars_per_s']:>7.1f} {nb['errors']:>4} | "
+              f"{q['p50_grpc_over_in_process']:>15.2f}x {q['throughput_grpc_over_offline']:>16.2f}x "
+              f"{q['throughput_batching_on_over_off']:>11.2f}x")
     if a.json:
-        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "offline": offline, "rows": rows}, indent=2) + "\n")
     return 0
 
 

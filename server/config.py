@@ -32,6 +32,7 @@ class ServerConfig:
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
     max_queue: int = 256  # requests waiting per graph before RESOURCE_EXHAUSTED
     intra_op_threads: int = 0  # ONNX Runtime threads per session, 0 = ORT default
+    ort_spinning: int = 0  # 1 = ORT threads spin-wait between runs (lower latency on dedicated cores)
     encode_workers: int = 2  # threads that encode PNG / WebP
     text_cache_size: int = 4096  # prompts whose embeddings are kept (LRU)
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
@@ -70,6 +71,8 @@ class ServerConfig:
             fail("max_queue", "must be 1..100000")
         if not 0 <= self.intra_op_threads <= 256:
             fail("intra_op_threads", "must be 0..256")
+        if self.ort_spinning not in (0, 1):
+            fail("ort_spinning", "must be 0 or 1")
         if not 1 <= self.encode_workers <= 64:
             fail("encode_workers", "must be 1..64")
         if not 0 <= self.text_cache_size <= 1_000_000:

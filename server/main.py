@@ -62,7 +62,8 @@ class AvatarServer:
         token_auth = auth.token_auth(cfg)  # unusable token / certificate files fail before models load
         credentials = tls.server_credentials(cfg)
         bundles = find_bundles(cfg.models)
-        factory = resolve_device(cfg.device, bundles[0].path("generator"), cfg.cuda_device_id, cfg.intra_op_threads)
+        factory = resolve_device(cfg.device, bundles[0].path("generator"), cfg.cuda_device_id, cfg.intra_op_threads,
+                                 bool(cfg.ort_spinning))
         # One thread per graph: each batcher runs one batch at a time.
         onnx_pool = concurrent.futures.ThreadPoolExecutor(3 * len(bundles), thread_name_prefix="onnx")
         encode_pool = concurrent.futures.ThreadPoolExecutor(cfg.encode_workers, thread_name_prefix="encode")

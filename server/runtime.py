@@ -32,6 +32,7 @@ class SessionFactory:
     device: str  # "cuda" or "cpu" after resolution
     cuda_device_id: int
     intra_op_threads: int
+    spinning: bool = False
 
     @property
     def provider(self) -> str:
@@ -42,6 +43,9 @@ class SessionFactory:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = self.intra_op_threads
         so.inter_op_num_threads = 1  # our graphs are sequential; batching gives parallelism
+        # Spinning ORT threads burn the cores the event loop, the texture encoders and the
+        # other graphs' sessions need between runs; measured in benchmarks/RESULTS.md.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         so.log_severity_level = 3  # ORT warnings are noisy; we log what matters ourselves
         return so
 
@@ -59,11 +63,11 @@ class SessionFactory:
 
 
 def resolve_device(device: str, probe_model: pathlib.Path, cuda_device_id: int = 0,
-                   intra_op_threads: int = 0) -> SessionFactory:
+                   intra_op_threads: int = 0, spinning: bool = False) -> SessionFactory:
     """Turn --device auto|cuda|cpu into a working SessionFactory by trying a real session."""
     if device == "cpu":
-        return SessionFactory("cpu", cuda_device_id, intra_op_threads)
-    cuda = SessionFactory("cuda", cuda_device_id, intra_op_threads)
+        return SessionFactory("cpu", cuda_device_id, intra_op_threads, spinning)
+    cuda = SessionFactory("cuda", cuda_device_id, intra_op_threads, spinning)
     reason = ""
     if CUDA not in ort.get_available_providers():
         reason = f"this onnxruntime build ({ort.__version__}) has no {CUDA}"
@@ -77,7 +81,7 @@ def resolve_device(device: str, probe_model: pathlib.Path, cuda_device_id: int =
         raise DeviceError(f"--device cuda: {reason}. Install a CUDA-enabled onnxruntime-gpu matching "
                           "the driver / CUDA / cuDNN, or start with --device cpu.")
     log.warning("device=auto: %s; serving on CPU (%s)", reason, CPU, extra={"provider": CPU, "device": "cpu"})
-    return SessionFactory("cpu", cuda_device_id, intra_op_threads)
+    return SessionFactory("cpu", cuda_device_id, intra_op_threads, spinning)
 
 
 def device_description(factory: SessionFactory) -> str:
