@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, d)
+        average_gradients(heads, d)  # the attribute heads are trained too: keep them identical across ranks
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
