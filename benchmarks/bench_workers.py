@@ -70,7 +70,7 @@ class Server:
             elif entry.get("level") == "ERROR":
                 print(f"server --workers {self.workers}: {entry.get('message')}", file=sys.stderr)
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 600) -> None:
         if not self._ready.wait(timeout):
             raise RuntimeError(f"--workers {self.workers}: not ready after {timeout}s (exit {self.process.poll()})")
 
