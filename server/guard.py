@@ -4,6 +4,8 @@
   may run at once from one client address (the peer's IP, not its port: one player
   opening many connections is still one client). One more is RESOURCE_EXHAUSTED naming
   the limit and the flag; the client should retry later with backoff.
+* **Draining.** Once shutdown begins (`draining`), new calls get UNAVAILABLE, so clients
+  retry elsewhere while the calls in flight finish.
 * **Undecodable requests.** gRPC Python deserializes a request before the servicer runs
   and reports a protobuf DecodeError (corrupt wire format, invalid UTF-8 in a string)
   as UNKNOWN. Bytes that are not a valid request are the caller's fault, so the guard
@@ -55,6 +57,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         self.max_inflight_per_client = max_inflight_per_client
         self._on_refused = on_refused or (lambda method, code: None)
         self._inflight: collections.Counter[str] = collections.Counter()
+        self.draining = False  # set by AvatarServer.stop()
 
     @property
     def in_flight(self) -> int:
@@ -78,6 +81,9 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         await context.abort(error.code, error.message)
 
     async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> str:
+        if self.draining:
+            await self._refuse(context, method, RequestError(
+                grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry (on another replica)"))
         client = client_address(context.peer())
         limit = self.max_inflight_per_client
         if limit and self._inflight[client] >= limit:

@@ -131,7 +131,8 @@ def test_environment_tokens(model_repo, monkeypatch):
 
 def test_logs_never_contain_tokens(model_repo, tokens_file, monkeypatch):
     monkeypatch.setenv(auth.TOKENS_ENV, "env-secret-77aa")
-    with subprocess_server(model_repo, "--auth-tokens-file", str(tokens_file), "--log-level", "DEBUG") as s:
+    with subprocess_server(model_repo, "--auth-tokens-file", str(tokens_file), "--log-level", "DEBUG",
+                           timeout=300) as s:
         for token in (WRONG, "env-secret-77aa", GOOD, f"{GOOD}-almost"):
             with AvatarClient(s.target, token=token, retries=0) as client:
                 try:

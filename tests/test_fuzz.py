@@ -296,7 +296,8 @@ def check_unary_fields(channel, kind: str, request, meta) -> None:
 
 
 unary_requests = st.one_of(
-    st.tuples(st.just("EncodeText"), st.builds(pb.EncodeTextRequest, prompt=prompt, model=model, model_version=version)),
+    st.tuples(st.just("EncodeText"),
+              st.builds(pb.EncodeTextRequest, prompt=prompt, model=model, model_version=version)),
     st.tuples(st.just("GetModelInfo"), st.builds(pb.GetModelInfoRequest, model=model, model_version=version)))
 
 
