@@ -140,9 +140,11 @@ class RssSampler(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._halt.wait(0.5):
+        while True:
             if (kb := rss_kb(self.pid)) is not None:
                 self.samples.append((self.progress(), kb))
+            if self._halt.wait(0.5):
+                return
 
     def stop(self) -> None:
         self._halt.set()
