@@ -181,9 +181,15 @@ def average_gradients(module: torch.nn.Module, d: Dist) -> None:
     if d.world == 1:
         return
     for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(d.world)
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            # This rank's batch did not reach p (e.g. an attribute head whose family no
+            # caption here states): it contributes zero, and every rank runs the same
+            # all-reduces in the same order (a skipped one would hang or abort gloo).
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(d.world)
 
 
 def broadcast_parameters(module: torch.nn.Module, d: Dist) -> None:
