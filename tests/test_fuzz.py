@@ -254,6 +254,8 @@ def check_edit(channel, edits: list[pb.EditRequest], meta) -> None:
                 _check_code(grpc.StatusCode(_code_by_value(response.error.code)), response.error.message, meta)
     except grpc.RpcError as e:
         _check_code(e.code(), e.details(), meta)
+        return
+    _check_code(grpc.StatusCode.OK, "", meta)
 
 
 def _code_by_value(value: int):
