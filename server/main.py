@@ -16,7 +16,7 @@ import signal
 import sys
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from moeavatar.v1 import avatar_pb2 as pb
@@ -25,6 +25,7 @@ from server import auth, tls
 from server.bundle import BundleError, find_bundles
 from server.config import ConfigError, ServerConfig, load_config
 from server.guard import RequestGuard
+from server.health import HealthServicer
 from server.http_bridge import HttpBridge
 from server.logs import setup_logging
 from server.metrics import Metrics
@@ -46,7 +47,7 @@ class AvatarServer:
         self.metrics = Metrics()
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()  # Watch streams end at shutdown instead of holding it
         self._metrics_http = None
         self.pipelines: list[ModelPipeline] = []  # one per loaded bundle
         self._executors: list[concurrent.futures.Executor] = []
