@@ -2,9 +2,9 @@
 
 grpcio-health-checking's servicer keeps every Watch stream open until the server cancels
 it. During a graceful stop that means one watching client (gRPC client-side health
-checking, a load balancer) holds the process for the whole --grace-seconds even when
-no real work is left. Here a Watch stream, once shutdown begins, sends NOT_SERVING (again,
-if it had already; clients only care about the latest status) and ends with OK.
+checking, a load balancer) holds the process for the whole --grace-seconds even when no
+real work is left. Here Watch is our own: it sends each status change, and once shutdown
+begins it sends NOT_SERVING and ends with OK. Check and set() are the library's.
 """
 
 from __future__ import annotations
@@ -13,26 +13,40 @@ import asyncio
 
 from grpc_health.v1 import health, health_pb2
 
+Status = health_pb2.HealthCheckResponse
+
 
 class HealthServicer(health.aio.HealthServicer):
     def __init__(self) -> None:
         super().__init__()
-        self._closing = asyncio.Event()
+        self._statuses: dict[str, int] = {"": Status.SERVING}
+        self._changed = asyncio.Condition()
+        self._closing = False
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:
-        watching = asyncio.ensure_future(super().Watch(request, context))
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({watching, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watching.cancel()
-            closing.cancel()
-            await asyncio.gather(watching, closing, return_exceptions=True)
-        if watching.done() and not watching.cancelled() and watching.exception() is not None:
-            raise watching.exception()
-        if self._closing.is_set():
-            await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
+    async def set(self, service: str, status: int) -> None:
+        await super().set(service, status)
+        async with self._changed:
+            if not self._closing:
+                self._statuses[service] = status
+                self._changed.notify_all()
 
     async def enter_graceful_shutdown(self) -> None:
         await super().enter_graceful_shutdown()
-        self._closing.set()
+        async with self._changed:
+            self._closing = True
+            self._statuses = {service: Status.NOT_SERVING for service in self._statuses}
+            self._changed.notify_all()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:
+        last = None
+        while True:
+            async with self._changed:  # not held while writing: a slow reader blocks nobody
+                while (status := self._statuses.get(request.service, Status.SERVICE_UNKNOWN)) == last \
+                        and not self._closing:
+                    await self._changed.wait()
+                closing = self._closing
+            if status != last:
+                await context.write(Status(status=status))
+                last = status
+            if closing:
+                return
