@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -247,7 +247,7 @@ def load_dataset(root, size: int | None = None, skip_bad: bool = False, progress
         bar = tqdm(total=len(jobs), desc=f"load {root.name}", unit="img", disable=not progress)
         results: list[np.ndarray | str] = []
         if len(jobs) >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
-            with Pool(min(4, os.cpu_count() or 1)) as pool:
+            with get_context("spawn").Pool(min(4, os.cpu_count() or 1)) as pool:  # no fork of a threaded process
                 for res in pool.imap(_decode, jobs, chunksize=256):
                     results.append(res)
                     bar.update(1)

@@ -17,7 +17,7 @@ import io
 import json
 import os
 import time
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,9 @@ def synthesize(out: Path, count: int, size: int = 64, seed: int = 0, workers: in
             rows = map(_work, jobs)
             pool = None
         else:
-            pool = Pool(workers)
+            # spawn, not fork: forking a process that already runs threads (gRPC, ONNX Runtime,
+            # torch; e.g. under pytest) can crash or hang the children.
+            pool = get_context("spawn").Pool(workers)
             rows = pool.imap(_work, jobs, chunksize=chunksize)  # imap keeps index order
         try:
             for row in rows:
