@@ -139,14 +139,23 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, method: str,
         await refuse(_request, context)
         yield  # pragma: no cover - makes this an async generator; abort raises first
 
-    identity = None  # raw bytes in, nothing out: skip (de)serialization entirely
+    # raw bytes in, nothing out: skip (de)serialization entirely
+    return handler_like(handler, refuse_stream if handler.response_streaming else refuse, None, None)
+
+
+def handler_like(handler: grpc.RpcMethodHandler, behavior, request_deserializer,
+                 response_serializer) -> grpc.RpcMethodHandler:
+    """A method handler of the same streaming kind as `handler`, running `behavior`
+    (interceptors that replace or wrap a method build their handler with this)."""
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse_stream, identity, identity)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, identity, identity)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, identity, identity)
-    return grpc.unary_unary_rpc_method_handler(refuse, identity, identity)
+        make = grpc.stream_stream_rpc_method_handler
+    elif handler.request_streaming:
+        make = grpc.stream_unary_rpc_method_handler
+    elif handler.response_streaming:
+        make = grpc.unary_stream_rpc_method_handler
+    else:
+        make = grpc.unary_unary_rpc_method_handler
+    return make(behavior, request_deserializer, response_serializer)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
-from server.auth import OPEN_SERVICES
+from server.auth import OPEN_SERVICES, handler_like
 from server.validation import RequestError
 
 log = logging.getLogger("moe_avatar.guard")
@@ -138,11 +138,4 @@ class RequestGuard(grpc.aio.ServerInterceptor):
 
         # Unary requests arrive as raw bytes and are decoded in `prepare`; streamed ones
         # are decoded by gRPC with a deserializer that raises RequestError instead.
-        out = handler.response_serializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(call, decode, out)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(call, decode, out)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(call, None, out)
-        return grpc.unary_unary_rpc_method_handler(call, None, out)
+        return handler_like(handler, call, decode if handler.request_streaming else None, handler.response_serializer)

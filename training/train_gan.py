@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(args.data, size=res, skip_bad=args.skip_bad, progress=d.main and not args.quiet, limit=args.limit)
     cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows)}
     cls_weight = float(tcfg.get("cls_weight", 0.0)) if data.attributes is not None else 0.0
+    ms_weight = float(tcfg.get("ms_weight", 0.0))
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
                        states=[[c.states for c in caps] for caps in data.captions] if cls_weight else None)
     img_targets = image_targets(data.attributes) if cls_weight else None
@@ -185,7 +186,6 @@ def run(args: argparse.Namespace) -> int:
         opt_d.step()
 
         # --- generator
-        ms_weight = tcfg.get("ms_weight", 0.0)
         if ms_weight:  # pair each caption with a second noise: the second half repeats the first half's captions
             half = len(idx) // 2
             keep = torch.cat([torch.arange(half), torch.arange(half), torch.arange(2 * half, len(idx))])
