@@ -16,8 +16,8 @@ from open_clip.loss import ClipLoss
 
 from training import train_clip, train_gan
 from training.cli import main as train_main
-from training.models import (build_clip, encode_images, encode_texts, load_clip_checkpoint, load_config,
-                             load_gan_checkpoint)
+from training.models import (build_clip, build_encoder, build_generator, encode_images, encode_texts, load_clip_checkpoint,
+                             load_config, load_gan_checkpoint)
 from training.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,9 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
         assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 4
         assert [r["step"] for r in _stats(run_dir)] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss_d"]) and np.isfinite(r["clip_cos"]) for r in _stats(gan_dir))
+    # gan-test has the cVAE path on for its first 2 steps (rec_steps) and off after.
+    assert [("rec_l1" in r, "kl" in r) for r in _stats(gan_dir)] == [(True, True)] * 2 + [(False, False)] * 2
+    assert all(r["rec_l1"] > 0 and r["kl"] >= 0 for r in _stats(gan_dir)[:2])
     samples = sorted((gan_dir / "samples").glob("*.png"))
     assert [p.name for p in samples] == ["step_000002.png", "step_000004.png"]
     from PIL import Image
@@ -102,6 +105,32 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
         assert torch.equal(out, g2(z, t))
     clip, _ = load_clip_checkpoint(clip_dir / "checkpoint.pt")
     assert sum(p.numel() for p in clip.parameters()) > 0
+
+
+def test_cvae_path_learns_to_redraw_renders_and_z_carries_them() -> None:
+    """E + G reconstruction (train_gan's rec_weight path) on 8 flat-colour images with no caption
+    information: L1 falls, and the posterior means tell the images apart (z carries them)."""
+    cfg = load_config("gan-test", "gan")["model"]
+    torch.manual_seed(0)
+    g, enc = build_generator(cfg, 8), build_encoder(cfg)
+    imgs = torch.ones(8, 4, 64, 64)
+    imgs[:, :3] = (torch.rand(8, 3) * 2 - 1)[:, :, None, None]
+    text = torch.zeros(8, 8)  # the caption says nothing: everything must come through z
+    opt = torch.optim.Adam(list(g.parameters()) + list(enc.parameters()), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        mu, logvar = enc(imgs)
+        rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text)
+        l1 = (rec - imgs).abs().mean()
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+        opt.zero_grad()
+        (l1 + 0.001 * kl).backward()
+        opt.step()
+        losses.append(l1.item())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    with torch.no_grad():
+        mu, _ = enc(imgs)
+    assert torch.cdist(mu, mu)[~torch.eye(8, dtype=torch.bool)].min() > 1e-3
 
 
 def test_resume_reproduces_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:

@@ -403,7 +403,7 @@ def diversity(judged: list[list[dict]], stated: list[dict]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- picture
 
-def prompt_grid(sampler: Sampler, prompts: list[str], seeds: list[int], path: Path, scale: int = 2) -> None:
+def prompt_grid(sampler: Sampler, prompts: list[str], seeds: list[int], path: Path, scale: int = 2, psi: float = 1.0) -> None:
     """Prompts x seeds picture (rows labelled by prompt index; prompts listed in eval.json)."""
     from PIL import Image, ImageDraw
 
@@ -412,7 +412,7 @@ def prompt_grid(sampler: Sampler, prompts: list[str], seeds: list[int], path: Pa
     sheet = Image.new("RGB", (label_w + r * len(seeds), r * len(prompts)), (245, 245, 245))
     draw = ImageDraw.Draw(sheet)
     for row, text in enumerate(prompts):
-        imgs = sampler.generate(np.repeat(sampler.encode_text([text]), len(seeds), 0), seeds)
+        imgs = sampler.generate(np.repeat(sampler.encode_text([text]), len(seeds), 0), seeds, psi)
         draw.text((4, row * r + r // 2 - 6), f"{row + 1}", fill=(60, 60, 60))
         for col, img in enumerate(imgs):
             tile = Image.fromarray(img, "RGBA").resize((r, r), Image.NEAREST)
@@ -434,6 +434,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=4, help="seeds per prompt for prompt accuracy")
     p.add_argument("--fd-samples", type=int, default=5000, help="images per set for the CLIP-space FD")
     p.add_argument("--limit", type=int, help="use only the first N prompts (quick looks)")
+    p.add_argument("--psi", type=float, default=1.0,
+                   help="truncation for every generated image (1.0 = untruncated, the bar's setting; "
+                        "the server's default is 0.7)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -456,14 +459,15 @@ def run(args: argparse.Namespace) -> int:
     prompts = load_prompts(prompts_path)[: args.limit]
     seeds = list(range(args.seeds))
     judge_fn = partial(predict, judge)
-    acc1 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 1, progress=progress)
-    acc4 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 4, progress=progress)
+    psi = args.psi
+    acc1 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 1, psi, progress=progress)
+    acc4 = prompt_accuracy(sampler, judge_fn, prompts, seeds, 4, psi, progress=progress)
 
     # R-precision on generated images (seed 0) and on real renders of the same prompts (ceiling).
     rng = np.random.default_rng(0)
     texts = [p.text for p in prompts]
     text_emb = _batched(sampler.encode_text, texts)
-    gen = np.concatenate([sampler.generate(text_emb[i:i + 256], list(range(1000 + i, 1000 + i + len(text_emb[i:i + 256]))))
+    gen = np.concatenate([sampler.generate(text_emb[i:i + 256], list(range(1000 + i, 1000 + i + len(text_emb[i:i + 256]))), psi)
                           for i in range(0, len(texts), 256)])
     rp_gen = r_precision(_batched(sampler.encode_image, gen), text_emb, np.random.default_rng(0))
     real_attrs = _real_attributes_for(prompts_path, prompts)
@@ -476,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Diversity: 40 prompts x 16 seeds, entropy of what each prompt leaves open.
     div_prompts = prompts[:40]
-    judged = [judge_fn(sampler.generate(np.repeat(sampler.encode_text([p.text]), 16, 0), list(range(5000, 5016))))
+    judged = [judge_fn(sampler.generate(np.repeat(sampler.encode_text([p.text]), 16, 0), list(range(5000, 5016)), psi))
               for p in tqdm(div_prompts, desc="diversity", disable=not progress)]
     div = diversity(judged, [p.attributes for p in div_prompts])
 
@@ -487,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: FD needs {2 * n} images, the dataset has {len(data.files)}")
     caps = [data.captions[i][int(rng.integers(len(data.captions[i])))].text for i in range(n)]
     cap_emb = _batched(sampler.encode_text, caps)
-    fake = np.concatenate([sampler.generate(cap_emb[i:i + 256], list(range(20000 + i, 20000 + i + len(cap_emb[i:i + 256]))))
+    fake = np.concatenate([sampler.generate(cap_emb[i:i + 256], list(range(20000 + i, 20000 + i + len(cap_emb[i:i + 256]))), psi)
                            for i in tqdm(range(0, n, 256), desc="FD samples", disable=not progress)])
     f_fake = _batched(sampler.encode_image, fake)
     f_real_a = _batched(sampler.encode_image, data.images[:n])
@@ -497,6 +501,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "source": source,
         "prompts": {"file": str(prompts_path), "count": len(prompts), "seeds": len(seeds)},
+        "psi": psi,
         "judge_accuracy": judge_acc,
         "prompt_accuracy": acc1,
         "prompt_accuracy_rerank4": acc4,
@@ -512,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     free = load_prompts(PROMPT_DIR / "freeform.jsonl")
     picked = [p.text for p in free if p.lang == "en"][:6] + [p.text for p in free if p.lang == "zh"][:6]
-    prompt_grid(sampler, picked, list(range(8)), args.out / "samples.png")
+    prompt_grid(sampler, picked, list(range(8)), args.out / "samples.png", psi=psi)
     (args.out / "samples.txt").write_text("".join(f"{i + 1}. {t}\n" for i, t in enumerate(picked)), encoding="utf-8")
     print(format_table(result))
     print(f"wrote {args.out / 'eval.json'} and {args.out / 'samples.png'}")
@@ -537,7 +542,7 @@ def check_bar(r: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(r: dict[str, Any]) -> str:
     pa, pa4 = r["prompt_accuracy"], r["prompt_accuracy_rerank4"]
-    lines = ["metric                          value", "-" * 48,
+    lines = [f"metric (psi {r.get('psi', 1.0):g})                value", "-" * 48,
              f"prompt accuracy (overall)       {pa['overall']:.3f}   rerank x4: {pa4['overall']:.3f}",
              *[f"  {lang:<30}{v:.3f}" for lang, v in pa["per_language"].items()],
              *[f"  {f:<30}{v:.3f}   (judge {r['judge_accuracy'].get(f, float('nan')):.3f})" for f, v in pa["per_family"].items()],

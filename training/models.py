@@ -230,6 +230,26 @@ class Discriminator(nn.Module):
         return self.attributes(feats.flatten(1))
 
 
+class Encoder(nn.Module):
+    """E(x) -> (mu, logvar) of the z that redraws x (training only, never exported).
+
+    The cVAE-GAN half of BicycleGAN: with the caption's T given to G, reconstructing a real
+    render from (E(x), T) teaches G directly which pixels every stated attribute owns, and
+    the KL term leaves in z only what the caption does not say.
+    """
+
+    def __init__(self, resolution: int, z_dim: int, ndf: int, ch_mult: list[int], channels: int = 4):
+        super().__init__()
+        chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
+        self.stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
+        self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
+        self.out = nn.Sequential(nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(chans[-1] * 4 * 4, 2 * z_dim))
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.out(self.blocks(self.stem(img))).chunk(2, dim=1)
+        return mu, logvar.clamp(-10.0, 4.0)
+
+
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4), m.get("cond_hidden", 128))
@@ -238,6 +258,11 @@ def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:
     m = model_cfg
     return Discriminator(m["resolution"], embed_dim, m["ndf"], m["ch_mult"], m.get("channels", 4))
+
+
+def build_encoder(model_cfg: dict[str, Any]) -> Encoder:
+    m = model_cfg
+    return Encoder(m["resolution"], m["z_dim"], m["ndf"], m["ch_mult"], m.get("channels", 4))
 
 
 def count_params(module: nn.Module) -> int:

@@ -10,6 +10,14 @@ cls_weight * cross-entropy for the attributes its caption states that D cannot r
 With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half the batch
 repeats the other half's captions with new noise, and G pays ms_weight / image-distance
 ratio, so what the caption leaves open still varies.
+With `rec_weight` > 0 (cVAE-GAN, the first half of BicycleGAN), an encoder E reads a real
+render's z ~ q(z|x) and G must redraw the render from (z, T of its caption): rec_weight *
+L1 + kl_weight * KL(q || N(0, I)). This is direct, paired supervision for every pixel a
+stated attribute owns (eye colour, expression: details the adversarial and CLIP losses
+barely reach at 64 px), and KL leaves in z only what the caption does not say, so sampling
+z ~ N(0, I) varies exactly that. `rec_steps` limits it to the first steps (a warm-up: it
+makes G follow the caption early, but once KL has emptied z it is a regression to the mean
+image of the caption, which blurs; the adversarial and AC losses sharpen afterwards).
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
 `--init CKPT` starts from another GAN run's weights (fine-tuning stage of a recipe).
 """
@@ -25,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
+from training.models import (build_discriminator, build_encoder, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
                              load_clip_checkpoint, load_config, noise_from_seeds)
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
@@ -118,18 +126,24 @@ def run(args: argparse.Namespace) -> int:
     cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows)}
     cls_weight = float(tcfg.get("cls_weight", 0.0)) if data.attributes is not None else 0.0
     ms_weight = float(tcfg.get("ms_weight", 0.0))
+    rec_weight, kl_weight = float(tcfg.get("rec_weight", 0.0)), float(tcfg.get("kl_weight", 0.0))
+    rec_steps = int(tcfg.get("rec_steps", tcfg["steps"]))
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
                        states=[[c.states for c in caps] for caps in data.captions] if cls_weight else None)
     img_targets = image_targets(data.attributes) if cls_weight else None
 
     g = build_generator(cfg["model"], embed_dim).to(device)
     disc = build_discriminator(cfg["model"], embed_dim).to(device)
+    enc = build_encoder(cfg["model"]).to(device) if rec_weight else None
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     betas = tuple(tcfg["betas"])
-    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr_g"], betas=betas, fused=True)
+    g_params = list(g.parameters()) + (list(enc.parameters()) if enc is not None else [])
+    opt_g = torch.optim.Adam(g_params, lr=tcfg["lr_g"], betas=betas, fused=True)
     opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas, fused=True)
     broadcast_parameters(g, d)
     broadcast_parameters(disc, d)
+    if enc is not None:
+        broadcast_parameters(enc, d)
     if args.init is not None:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         g.load_state_dict(init["g"])
@@ -147,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         g.load_state_dict(ckpt["g"])
         disc.load_state_dict(ckpt["d"])
         g_ema.load_state_dict(ckpt["g_ema"])
+        if enc is not None:
+            enc.load_state_dict(ckpt["e"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step = ckpt["step"]
@@ -185,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         average_gradients(disc, d)
         opt_d.step()
 
-        # --- generator
+        # --- generator (and encoder)
+        text_real = text  # the captions of the real images, before the mode-seeking pairing
         if ms_weight:  # pair each caption with a second noise: the second half repeats the first half's captions
             half = len(idx) // 2
             keep = torch.cat([torch.arange(half), torch.arange(half), torch.arange(2 * half, len(idx))])
@@ -204,9 +221,19 @@ def run(args: argparse.Namespace) -> int:
                 # Minimising 1 / ratio pushes G to use z for what the caption leaves open.
                 ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
                 loss_g = loss_g + ms_weight / (ratio + 1e-5)
+            rec_on = rec_weight > 0 and step < rec_steps
+            if rec_on:
+                # cVAE: redraw each real render from its own z ~ q(z|x) and its caption.
+                mu, logvar = enc(real)
+                rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text_real)
+                rec_l1 = (rec - real).abs().mean()
+                kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+                loss_g = loss_g + rec_weight * rec_l1 + kl_weight * kl
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
+        if enc is not None:
+            average_gradients(enc, d)
         opt_g.step()
         # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
         ema_update(g_ema, g, min(tcfg["ema_decay"], (1 + step) / (10 + step)))
@@ -220,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
                    "d_real": round(out_real.mean().item(), 4), "d_fake": round(out_fake.mean().item(), 4),
                    "d_mismatch": round(out_mis.mean().item(), 4), "ma_gp": round(gp.item(), 5),
                    "clip_cos": round(clip_cos.item(), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
+            if rec_on:
+                row.update(rec_l1=round(rec_l1.item(), 4), kl=round(kl.item(), 3))
             if ms_weight:
                 row["ms_ratio"] = round(ratio.item(), 4)
             if cls_weight:  # how well D reads real renders, and how often it reads the caption in G's images
@@ -232,8 +261,9 @@ def run(args: argparse.Namespace) -> int:
             sample_grid(g_ema, clip, z_dim, context, run_dir.path / "samples" / f"step_{step:06d}.png")
         if step % tcfg["checkpoint_every"] == 0 or step == stop_at:
             rngs = gather_rng_states(rng_state(data_rng), d)
+            extra = {"e": enc.state_dict()} if enc is not None else {}
             run_dir.save_checkpoint(gan_checkpoint(g, disc, g_ema, cfg, embed_dim, step=step, opt_g=opt_g.state_dict(),
-                                                   opt_d=opt_d.state_dict(), rng=rngs))
+                                                   opt_d=opt_d.state_dict(), rng=rngs, **extra))
     bar.close()
     shutdown_distributed()
     return 0
