@@ -1,10 +1,8 @@
 """The one-command recipe: `moe-avatar-train pipeline --preset cpu --out RUN_DIR`.
 
-synth -> clip -> gan, then (when the preset has them) two fine-tuning stages that add the
-attribute supervision of training.labels: clip_attr (CLIP --init clip, attribute heads)
--> gan_attr (GAN --init gan, conditioned on the clip_attr text encoder, AC-GAN heads).
-Export the last CLIP and GAN stages. Presets are data. `cpu` is the recipe of the bundled
-default model on 2 CPU cores; `gpu` trains the larger configs.
+synth -> clip -> gan; export clip/ and gan/. Presets are data. `cpu` is the recipe of the
+bundled default model on 2 CPU cores (its configs carry the attribute supervision of
+training.labels from the first step); `gpu` trains the larger configs.
 """
 from __future__ import annotations
 
@@ -15,18 +13,14 @@ from pathlib import Path
 
 PRESETS: dict[str, dict] = {
     "cpu": {"synth": {"count": 30000, "size": 64, "seed": 0},
-            "clip": {"config": "clip-tiny", "steps": 1500},
-            "gan": {"config": "gan-64", "steps": 2250},
-            "clip_attr": {"config": "clip-tiny-attr", "steps": 600},
-            "gan_attr": {"config": "gan-64-attr", "steps": 1500}},
+            "clip": {"config": "clip-tiny", "steps": 1300},
+            "gan": {"config": "gan-64", "steps": 4500}},
     "gpu": {"synth": {"count": 200000, "size": 128, "seed": 0},
             "clip": {"config": "clip-base", "steps": None},
             "gan": {"config": "gan-128", "steps": None}},
     "test": {"synth": {"count": 64, "size": 64, "seed": 0},
              "clip": {"config": "clip-test", "steps": 2},
-             "gan": {"config": "gan-test", "steps": 2},
-             "clip_attr": {"config": "clip-test", "steps": 2},
-             "gan_attr": {"config": "gan-test", "steps": 2}},
+             "gan": {"config": "gan-test", "steps": 2}},
 }
 
 
@@ -72,20 +66,6 @@ def run(args: argparse.Namespace) -> int:
     argv = ["--data", str(data), "--clip", str(out / "clip" / "checkpoint.pt"), "--config", gcfg["config"],
             "--out", str(out / "gan"), "--resume"] + quiet
     stage("gan", train_gan, argv + (["--steps", str(gcfg["steps"])] if gcfg["steps"] else []))
-    clip_dir, gan_dir = out / "clip", out / "gan"
-    if "clip_attr" in preset:
-        c = preset["clip_attr"]
-        argv = ["--data", str(data), "--config", c["config"], "--init", str(clip_dir / "checkpoint.pt"),
-                "--out", str(out / "clip-attr"), "--resume", "--steps", str(c["steps"])] + quiet
-        stage("clip_attr", train_clip, argv)
-        clip_dir = out / "clip-attr"
-    if "gan_attr" in preset:
-        g2 = preset["gan_attr"]
-        argv = ["--data", str(data), "--clip", str(clip_dir / "checkpoint.pt"), "--config", g2["config"],
-                "--init", str(gan_dir / "checkpoint.pt"), "--out", str(out / "gan-attr"), "--resume",
-                "--steps", str(g2["steps"])] + quiet
-        stage("gan_attr", train_gan, argv)
-        gan_dir = out / "gan-attr"
     print(f"done in {sum(timings.values()) / 60:.1f} min: {timings}")
-    print(f"export with: moe-avatar-export --clip {clip_dir}/checkpoint.pt --gan {gan_dir}/checkpoint.pt --out models/NAME")
+    print(f"export with: moe-avatar-export --clip {out}/clip/checkpoint.pt --gan {out}/gan/checkpoint.pt --out models/NAME")
     return 0
