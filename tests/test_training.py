@@ -119,10 +119,7 @@ def test_cvae_path_learns_to_redraw_renders_and_z_carries_them() -> None:
     opt = torch.optim.Adam(list(g.parameters()) + list(enc.parameters()), lr=3e-3)
     losses = []
     for _ in range(150):
-        mu, logvar = enc(imgs)
-        rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text)
-        l1 = (rec - imgs).abs().mean()
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+        l1, kl = train_gan.cvae_losses(enc, g, imgs, text)
         opt.zero_grad()
         (l1 + 0.001 * kl).backward()
         opt.step()

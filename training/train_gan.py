@@ -76,6 +76,15 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
     return out, norm.pow(p).mean(), feats
 
 
+def cvae_losses(enc, g, real: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 of G redrawing each real render from its own z ~ q(z|x) and its caption's T, and
+    KL(q(z|x) || N(0, I)) summed over z, both averaged over the batch."""
+    mu, logvar = enc(real)
+    rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+    return (rec - real).abs().mean(), kl
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -223,16 +232,12 @@ def run(args: argparse.Namespace) -> int:
                 loss_g = loss_g + ms_weight / (ratio + 1e-5)
             rec_on = rec_weight > 0 and step < rec_steps
             if rec_on:
-                # cVAE: redraw each real render from its own z ~ q(z|x) and its caption.
-                mu, logvar = enc(real)
-                rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text_real)
-                rec_l1 = (rec - real).abs().mean()
-                kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+                rec_l1, kl = cvae_losses(enc, g, real, text_real)
                 loss_g = loss_g + rec_weight * rec_l1 + kl_weight * kl
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
-        if enc is not None:
+        if rec_on:  # after rec_steps the encoder is idle: no all-reduce of its (absent) gradients
             average_gradients(enc, d)
         opt_g.step()
         # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
