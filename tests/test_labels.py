@@ -85,11 +85,15 @@ def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert train_main(["pipeline", "--preset", "test", "--out", str(out), "--workers", "1", "--quiet"]) == 0
     timings = json.loads((out / "timings.json").read_text())
-    assert list(timings) == ["synth", "clip", "gan"]
-    # The cpu recipe's supervision is in the configs, from the first step: CLIP heads, AC-GAN, cVAE.
+    assert list(timings) == ["synth", "clip", "gan_rec", "gan"]
+    # The cpu recipe's supervision is in the configs, from the first step: CLIP heads, then
+    # reconstruction alone (no D), then AC-GAN with the reconstruction anchor from gan_rec's weights.
     clip_stats = [json.loads(line) for line in (out / "clip" / "stats.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["attr_acc_text"] <= 1.0 and 0.0 <= r["attr_acc_image"] <= 1.0 for r in clip_stats)
     gan_cfg = json.loads((out / "gan" / "config.json").read_text())
     assert gan_cfg["clip"]["checkpoint"] == str(out / "clip" / "checkpoint.pt")
+    rec_stats = [json.loads(line) for line in (out / "gan_rec" / "stats.jsonl").read_text().splitlines()]
+    assert rec_stats and all(r["rec_l1"] > 0 and "loss_d" not in r for r in rec_stats)
+    assert gan_cfg["init"] == str(out / "gan_rec" / "checkpoint.pt")
     stats = [json.loads(line) for line in (out / "gan" / "stats.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["attr_acc_real"] <= 1.0 and np.isfinite(r["cls_g"]) and r["rec_l1"] > 0 for r in stats)

@@ -162,7 +162,12 @@ def _channel_plan(base: int, resolution: int, ch_mult: list[int]) -> list[int]:
 
 
 class Generator(nn.Module):
-    """G(z, T, psi) -> RGBA in [-1, 1]. Truncation: z_eff = psi * z (toward G(0, T))."""
+    """G(z, T, psi) -> RGBA in [-1, 1]. Truncation: z_eff = psi * z (toward G(0, T)).
+
+    The condition is [z, T * sqrt(embed_dim)]: T is a unit vector, so the scale gives its
+    entries the same size as z's (N(0, 1)) and the text is not a whisper next to the noise.
+    Both feed the 4x4 start and every block's affines.
+    """
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
                  channels: int = 4, cond_hidden: int = 128):
@@ -170,15 +175,15 @@ class Generator(nn.Module):
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
-        self.fc = nn.Linear(z_dim, chans[0] * 4 * 4)
+        self.fc = nn.Linear(cond_dim, chans[0] * 4 * 4)
         self.blocks = nn.ModuleList(GBlock(cond_dim, cond_hidden, chans[i], chans[i + 1]) for i in range(len(chans) - 1))
         self.to_rgba = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(chans[-1], channels, 3, 1, 1))
 
     def forward(self, z: torch.Tensor, text: torch.Tensor, psi: torch.Tensor | None = None) -> torch.Tensor:
         if psi is not None:
             z = z * psi.view(-1, 1)
-        cond = torch.cat([z, text], dim=1)
-        x = self.fc(z).view(z.shape[0], -1, 4, 4)
+        cond = torch.cat([z, text * self.embed_dim ** 0.5], dim=1)
+        x = self.fc(cond).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, cond)
         return torch.tanh(self.to_rgba(x))
@@ -201,8 +206,7 @@ class DBlock(nn.Module):
 
 
 def _downsampler(resolution: int, ndf: int, ch_mult: list[int], channels: int) -> tuple[nn.Module, nn.Sequential, int]:
-    """The image trunk D and the encoder share: stem conv + residual blocks down to 4x4.
-    Returns (stem, blocks, channels at 4x4)."""
+    """D's image trunk: stem conv + residual blocks down to 4x4. Returns (stem, blocks, channels at 4x4)."""
     chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
     stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
     blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
@@ -237,24 +241,6 @@ class Discriminator(nn.Module):
         return self.attributes(feats.flatten(1))
 
 
-class Encoder(nn.Module):
-    """E(x) -> (mu, logvar) of the z that redraws x (training only, never exported).
-
-    The cVAE-GAN half of BicycleGAN: with the caption's T given to G, reconstructing a real
-    render from (E(x), T) teaches G directly which pixels every stated attribute owns, and
-    the KL term leaves in z only what the caption does not say.
-    """
-
-    def __init__(self, resolution: int, z_dim: int, ndf: int, ch_mult: list[int], channels: int = 4):
-        super().__init__()
-        self.stem, self.blocks, top = _downsampler(resolution, ndf, ch_mult, channels)
-        self.out = nn.Sequential(nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(top * 4 * 4, 2 * z_dim))
-
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.out(self.blocks(self.stem(img))).chunk(2, dim=1)
-        return mu, logvar.clamp(-10.0, 4.0)
-
-
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4), m.get("cond_hidden", 128))
@@ -263,11 +249,6 @@ def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:
     m = model_cfg
     return Discriminator(m["resolution"], embed_dim, m["ndf"], m["ch_mult"], m.get("channels", 4))
-
-
-def build_encoder(model_cfg: dict[str, Any]) -> Encoder:
-    m = model_cfg
-    return Encoder(m["resolution"], m["z_dim"], m["ndf"], m["ch_mult"], m.get("channels", 4))
 
 
 def count_params(module: nn.Module) -> int:

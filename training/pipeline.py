@@ -1,8 +1,11 @@
 """The one-command recipe: `moe-avatar-train pipeline --preset cpu --out RUN_DIR`.
 
-synth -> clip -> gan; export clip/ and gan/. Presets are data. `cpu` is the recipe of the
-bundled default model on 2 CPU cores (its configs carry the attribute supervision of
-training.labels from the first step); `gpu` trains the larger configs.
+synth -> clip -> generator stage(s); export clip/ and gan/. Presets are data. `cpu` is the
+recipe of the bundled default model on 2 CPU cores: CLIP with attribute heads, then G learns
+by reconstruction through the attribute-coded z (gan_rec, training.latent) and an adversarial
+stage starts from it (gan). `gpu` trains the larger configs. Each generator stage is a
+train_gan run in RUN_DIR/<name>; `init` names the earlier stage it starts from; the last one
+is RUN_DIR/gan, the one to export.
 """
 from __future__ import annotations
 
@@ -14,13 +17,15 @@ from pathlib import Path
 PRESETS: dict[str, dict] = {
     "cpu": {"synth": {"count": 30000, "size": 64, "seed": 0},
             "clip": {"config": "clip-tiny", "steps": 1300},
-            "gan": {"config": "gan-64", "steps": 4500}},
+            "gan": [{"name": "gan_rec", "config": "gan-64-rec", "steps": 5500},
+                    {"name": "gan", "config": "gan-64", "steps": 1200, "init": "gan_rec"}]},
     "gpu": {"synth": {"count": 200000, "size": 128, "seed": 0},
             "clip": {"config": "clip-base", "steps": None},
-            "gan": {"config": "gan-128", "steps": None}},
+            "gan": [{"name": "gan", "config": "gan-128", "steps": None}]},
     "test": {"synth": {"count": 64, "size": 64, "seed": 0},
              "clip": {"config": "clip-test", "steps": 2},
-             "gan": {"config": "gan-test", "steps": 2}},
+             "gan": [{"name": "gan_rec", "config": "gan-test-rec", "steps": 2},
+                     {"name": "gan", "config": "gan-test", "steps": 2, "init": "gan_rec"}]},
 }
 
 
@@ -62,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     c = preset["clip"]
     argv = ["--data", str(data), "--config", c["config"], "--out", str(out / "clip"), "--resume"] + quiet
     stage("clip", train_clip, argv + (["--steps", str(c["steps"])] if c["steps"] else []))
-    gcfg = preset["gan"]
-    argv = ["--data", str(data), "--clip", str(out / "clip" / "checkpoint.pt"), "--config", gcfg["config"],
-            "--out", str(out / "gan"), "--resume"] + quiet
-    stage("gan", train_gan, argv + (["--steps", str(gcfg["steps"])] if gcfg["steps"] else []))
+    for g in preset["gan"]:
+        argv = ["--data", str(data), "--clip", str(out / "clip" / "checkpoint.pt"), "--config", g["config"],
+                "--out", str(out / g["name"]), "--resume"] + quiet
+        if g.get("init"):
+            argv += ["--init", str(out / g["init"] / "checkpoint.pt")]
+        stage(g["name"], train_gan, argv + (["--steps", str(g["steps"])] if g["steps"] else []))
     print(f"done in {sum(timings.values()) / 60:.1f} min: {timings}")
     print(f"export with: moe-avatar-export --clip {out}/clip/checkpoint.pt --gan {out}/gan/checkpoint.pt --out models/NAME")
     return 0

@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
     step = 0
     ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
-    if ckpt is not None:
+    if ckpt is None:
+        run_dir.truncate_stats(0)  # a fresh start never appends to an earlier run's curve in this directory
+    else:
         model.load_state_dict(ckpt["model"])
         if "attribute_heads" in ckpt:
             heads.load_state_dict(ckpt["attribute_heads"])

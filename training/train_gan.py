@@ -10,16 +10,15 @@ cls_weight * cross-entropy for the attributes its caption states that D cannot r
 With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half the batch
 repeats the other half's captions with new noise, and G pays ms_weight / image-distance
 ratio, so what the caption leaves open still varies.
-With `rec_weight` > 0 (cVAE-GAN, the first half of BicycleGAN), an encoder E reads a real
-render's z ~ q(z|x) and G must redraw the render from (z, T of its caption): rec_weight *
-L1 + kl_weight * KL(q || N(0, I)). This is direct, paired supervision for every pixel a
-stated attribute owns (eye colour, expression: details the adversarial and CLIP losses
-barely reach at 64 px), and KL leaves in z only what the caption does not say, so sampling
-z ~ N(0, I) varies exactly that. `rec_steps` limits it to the first steps (a warm-up: it
-makes G follow the caption early, but once KL has emptied z it is a regression to the mean
-image of the caption, which blurs; the adversarial and AC losses sharpen afterwards).
+With `rec_weight` > 0 (needs a labelled dataset), G also redraws each real render from its
+caption's T and a z that encodes the render's *unstated* attributes (training.latent): L1,
+paired, the pix2pix half of the objective. It teaches G directly which pixels every
+attribute owns and that z chooses what the caption leaves open, far faster per CPU-second
+than the adversarial signal. With `adversarial: false` a stage trains by reconstruction
+alone (no D, no CLIP or attribute loss: several times cheaper per step); a later stage with
+`--init` adds the adversarial terms to sharpen.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
-`--init CKPT` starts from another GAN run's weights (fine-tuning stage of a recipe).
+`--init CKPT` starts from another GAN run's weights (G from its EMA copy; the next stage of a recipe).
 """
 from __future__ import annotations
 
@@ -33,12 +32,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.models import (build_discriminator, build_encoder, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
+from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
                              load_clip_checkpoint, load_config, noise_from_seeds)
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
-from training.labels import attribute_loss, image_targets, select
+from training.labels import Targets, attribute_loss, image_targets, select
+from training.latent import encode_latents, head_set_index
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (RUN_DIR/checkpoint.pt)")
     p.add_argument("--config", default="gan-64", help="config name in training/configs or a JSON path")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--init", type=Path, help="start from this GAN checkpoint's G, D and EMA weights (fresh optimizers)")
+    p.add_argument("--init", type=Path, help="start G (from its EMA weights) and D from this GAN checkpoint (fresh optimizers)")
     add_run_arguments(p)
 
 
@@ -76,13 +76,12 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
     return out, norm.pow(p).mean(), feats
 
 
-def cvae_losses(enc, g, real: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """L1 of G redrawing each real render from its own z ~ q(z|x) and its caption's T, and
-    KL(q(z|x) || N(0, I)) summed over z, both averaged over the batch."""
-    mu, logvar = enc(real)
-    rec = g(mu + torch.randn_like(mu) * (0.5 * logvar).exp(), text)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
-    return (rec - real).abs().mean(), kl
+def reconstruction_l1(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
+                      caption_targets: Targets) -> torch.Tensor:
+    """L1 of G redrawing each real render from its caption's T and a z that encodes what the
+    caption leaves open (training.latent), averaged over the batch."""
+    z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim).to(real.device)
+    return (g(z, text) - real).abs().mean()
 
 
 @torch.no_grad()
@@ -135,27 +134,30 @@ def run(args: argparse.Namespace) -> int:
     cfg["data"] = {"path": str(args.data), "images": len(data.files), "bad_rows": len(data.bad_rows)}
     cls_weight = float(tcfg.get("cls_weight", 0.0)) if data.attributes is not None else 0.0
     ms_weight = float(tcfg.get("ms_weight", 0.0))
-    rec_weight, kl_weight = float(tcfg.get("rec_weight", 0.0)), float(tcfg.get("kl_weight", 0.0))
-    rec_steps = int(tcfg.get("rec_steps", tcfg["steps"]))
+    rec_weight = float(tcfg.get("rec_weight", 0.0))
+    adversarial = bool(tcfg.get("adversarial", True))
+    if rec_weight and data.attributes is None:
+        raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
+    if not adversarial and not rec_weight:
+        raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
+    labelled = bool(cls_weight or rec_weight)
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
-                       states=[[c.states for c in caps] for caps in data.captions] if cls_weight else None)
-    img_targets = image_targets(data.attributes) if cls_weight else None
+                       states=[[c.states for c in caps] for caps in data.captions] if labelled else None)
+    img_targets = image_targets(data.attributes) if labelled else None
+    head_sets = head_set_index(data.attributes) if rec_weight else None
 
-    g = build_generator(cfg["model"], embed_dim).to(device)
-    disc = build_discriminator(cfg["model"], embed_dim).to(device)
-    enc = build_encoder(cfg["model"]).to(device) if rec_weight else None
+    # channels_last: the same arithmetic in the layout oneDNN (and cuDNN) convolve fastest.
+    g = build_generator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
+    disc = build_discriminator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     betas = tuple(tcfg["betas"])
-    g_params = list(g.parameters()) + (list(enc.parameters()) if enc is not None else [])
-    opt_g = torch.optim.Adam(g_params, lr=tcfg["lr_g"], betas=betas, fused=True)
+    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr_g"], betas=betas, fused=True)
     opt_d = torch.optim.Adam(disc.parameters(), lr=tcfg["lr_d"], betas=betas, fused=True)
     broadcast_parameters(g, d)
     broadcast_parameters(disc, d)
-    if enc is not None:
-        broadcast_parameters(enc, d)
     if args.init is not None:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
-        g.load_state_dict(init["g"])
+        g.load_state_dict(init["g_ema"])  # the averaged weights: what the earlier stage samples with
         # A checkpoint from before the attribute heads existed: the heads start fresh.
         missing, unexpected = disc.load_state_dict(init["d"], strict=False)
         if unexpected or any(not k.startswith("attributes.") for k in missing):
@@ -166,12 +168,12 @@ def run(args: argparse.Namespace) -> int:
 
     step = 0
     ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
-    if ckpt is not None:
+    if ckpt is None:
+        run_dir.truncate_stats(0)  # a fresh start never appends to an earlier run's curve in this directory
+    else:
         g.load_state_dict(ckpt["g"])
         disc.load_state_dict(ckpt["d"])
         g_ema.load_state_dict(ckpt["g_ema"])
-        if enc is not None:
-            enc.load_state_dict(ckpt["e"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step = ckpt["step"]
@@ -192,54 +194,67 @@ def run(args: argparse.Namespace) -> int:
         z = torch.randn(len(idx), z_dim, device=device)
         with torch.no_grad():
             text = encode_texts(clip, tokens.to(device))
+        row: dict[str, float] = {}
 
         # --- discriminator
-        with autocast(device, tcfg["precision"]):
-            fake = g(z, text).detach()
-            out_real, gp, feats_real = ma_gradient_penalty(disc, real, text)
-            out_mis = disc(real[:-1], text[1:])  # real images with someone else's caption
-            out_fake = disc(fake, text)
-            loss_real = F.relu(1.0 - out_real).mean()
-            loss_d = loss_real + 0.5 * (F.relu(1.0 + out_mis).mean() + F.relu(1.0 + out_fake).mean()) \
-                + tcfg["ma_gp_weight"] * gp
-            if cls_weight:
-                cls_d, acc_real = attribute_loss(disc.classify(feats_real), select(img_targets, torch.from_numpy(idx)))
-                loss_d = loss_d + cls_weight * cls_d
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        average_gradients(disc, d)
-        opt_d.step()
+        if adversarial:
+            with autocast(device, tcfg["precision"]):
+                fake = g(z, text).detach()
+                out_real, gp, feats_real = ma_gradient_penalty(disc, real, text)
+                out_mis = disc(real[:-1], text[1:])  # real images with someone else's caption
+                out_fake = disc(fake, text)
+                loss_real = F.relu(1.0 - out_real).mean()
+                loss_d = loss_real + 0.5 * (F.relu(1.0 + out_mis).mean() + F.relu(1.0 + out_fake).mean()) \
+                    + tcfg["ma_gp_weight"] * gp
+                if cls_weight:
+                    cls_d, acc_real = attribute_loss(disc.classify(feats_real), select(img_targets, torch.from_numpy(idx)))
+                    loss_d = loss_d + cls_weight * cls_d
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            average_gradients(disc, d)
+            opt_d.step()
+            row.update(loss_d=loss_d.item(), d_real=out_real.mean().item(), d_fake=out_fake.mean().item(),
+                       d_mismatch=out_mis.mean().item(), ma_gp=gp.item())
+            if cls_weight:  # how well D reads real renders
+                row.update(cls_d=cls_d.item(), attr_acc_real=acc_real)
 
-        # --- generator (and encoder)
-        text_real = text  # the captions of the real images, before the mode-seeking pairing
-        if ms_weight:  # pair each caption with a second noise: the second half repeats the first half's captions
-            half = len(idx) // 2
-            keep = torch.cat([torch.arange(half), torch.arange(half), torch.arange(2 * half, len(idx))])
-            text, choice = text[keep], choice[keep]
-        with autocast(device, tcfg["precision"]):
-            fake = g(z, text)
-            feats_fake = disc.features(fake)
-            adv = -disc.judge(feats_fake, text).mean()
-            clip_cos = (encode_images(clip, (fake + 1) / 2) * text).sum(dim=1).mean()
-            loss_g = adv - tcfg["clip_weight"] * clip_cos
-            if cls_weight:
-                cls_g, acc_fake = attribute_loss(disc.classify(feats_fake), select(bank.targets, choice))
-                loss_g = loss_g + cls_weight * cls_g
-            if ms_weight:
-                # Mode seeking (MSGAN): same caption, different noise -> the images must differ.
-                # Minimising 1 / ratio pushes G to use z for what the caption leaves open.
-                ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
-                loss_g = loss_g + ms_weight / (ratio + 1e-5)
-            rec_on = rec_weight > 0 and step < rec_steps
-            if rec_on:
-                rec_l1, kl = cvae_losses(enc, g, real, text_real)
-                loss_g = loss_g + rec_weight * rec_l1 + kl_weight * kl
+        # --- generator
+        loss_g = torch.zeros((), device=device)
+        if adversarial:
+            text_g, choice_g = text, choice
+            if ms_weight:  # pair each caption with a second noise: the second half repeats the first half's captions
+                half = len(idx) // 2
+                keep = torch.cat([torch.arange(half), torch.arange(half), torch.arange(2 * half, len(idx))])
+                text_g, choice_g = text[keep], choice[keep]
+            with autocast(device, tcfg["precision"]):
+                fake = g(z, text_g)
+                feats_fake = disc.features(fake)
+                adv = -disc.judge(feats_fake, text_g).mean()
+                clip_cos = (encode_images(clip, (fake + 1) / 2) * text_g).sum(dim=1).mean()
+                loss_g = loss_g + adv - tcfg["clip_weight"] * clip_cos
+                row["clip_cos"] = clip_cos.item()
+                if cls_weight:  # how often D reads the caption in G's images
+                    cls_g, acc_fake = attribute_loss(disc.classify(feats_fake), select(bank.targets, choice_g))
+                    loss_g = loss_g + cls_weight * cls_g
+                    row.update(cls_g=cls_g.item(), attr_acc_fake=acc_fake)
+                if ms_weight:
+                    # Mode seeking (MSGAN): same caption, different noise -> the images must differ.
+                    # Minimising 1 / ratio pushes G to use z for what the caption leaves open.
+                    ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+                    loss_g = loss_g + ms_weight / (ratio + 1e-5)
+                    row["ms_ratio"] = ratio.item()
+        if rec_weight:
+            # Redraw each real render from its caption and a z that says what the caption leaves open.
+            rows = torch.from_numpy(idx)
+            with autocast(device, tcfg["precision"]):
+                rec_l1 = reconstruction_l1(g, real, text, select(img_targets, rows), head_sets[rows], select(bank.targets, choice))
+                loss_g = loss_g + rec_weight * rec_l1
+            row["rec_l1"] = rec_l1.item()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
-        if rec_on:  # after rec_steps the encoder is idle: no all-reduce of its (absent) gradients
-            average_gradients(enc, d)
         opt_g.step()
+        row["loss_g"] = loss_g.item()
         # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
         ema_update(g_ema, g, min(tcfg["ema_decay"], (1 + step) / (10 + step)))
 
@@ -248,27 +263,16 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
         if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
-            row = {"step": step, "loss_d": round(loss_d.item(), 5), "loss_g": round(loss_g.item(), 5),
-                   "d_real": round(out_real.mean().item(), 4), "d_fake": round(out_fake.mean().item(), 4),
-                   "d_mismatch": round(out_mis.mean().item(), 4), "ma_gp": round(gp.item(), 5),
-                   "clip_cos": round(clip_cos.item(), 4), "samples_per_s": round(n_last / (now - t_last), 1)}
-            if rec_on:
-                row.update(rec_l1=round(rec_l1.item(), 4), kl=round(kl.item(), 3))
-            if ms_weight:
-                row["ms_ratio"] = round(ratio.item(), 4)
-            if cls_weight:  # how well D reads real renders, and how often it reads the caption in G's images
-                row.update(cls_d=round(cls_d.item(), 4), attr_acc_real=round(acc_real, 4),
-                           cls_g=round(cls_g.item(), 4), attr_acc_fake=round(acc_fake, 4))
+            row = {"step": step, **{k: round(v, 5) for k, v in row.items()}, "samples_per_s": round(n_last / (now - t_last), 1)}
             t_last, n_last = now, 0
             run_dir.log_stats(row)
-            bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", cos=f"{row['clip_cos']:.3f}", sps=row["samples_per_s"])
+            bar.set_postfix(g=f"{row['loss_g']:.3f}", sps=row["samples_per_s"])
         if d.main and (step % tcfg["sample_every"] == 0 or step == tcfg["steps"]):
             sample_grid(g_ema, clip, z_dim, context, run_dir.path / "samples" / f"step_{step:06d}.png")
         if step % tcfg["checkpoint_every"] == 0 or step == stop_at:
             rngs = gather_rng_states(rng_state(data_rng), d)
-            extra = {"e": enc.state_dict()} if enc is not None else {}
             run_dir.save_checkpoint(gan_checkpoint(g, disc, g_ema, cfg, embed_dim, step=step, opt_g=opt_g.state_dict(),
-                                                   opt_d=opt_d.state_dict(), rng=rngs, **extra))
+                                                   opt_d=opt_d.state_dict(), rng=rngs))
     bar.close()
     shutdown_distributed()
     return 0

@@ -1,0 +1,55 @@
+"""The attribute-coded latent layout (training.latent): known answers, no model needed."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, sample_attributes
+from training.labels import caption_targets, image_targets
+from training.latent import CODED_DIMS, HEAD_SETS, SINGLE_FAMILIES, decode_latents, encode_latents, head_set_index
+
+
+def _renders(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [sample_attributes(rng) for _ in range(n)]
+
+
+def test_unstated_attributes_round_trip_through_z_and_stated_ones_are_noise() -> None:
+    attrs = _renders(400)
+    # Every caption states the hair colour and says "a ribbon"; nothing else.
+    states = [{"hair_color": a["hair_color"], "head_accessory": ["ribbon"]} for a in attrs]
+    for a in attrs:  # make the renders agree with their captions
+        a[MULTI_VALUED] = ["ribbon"] + [h for h in a[MULTI_VALUED] if h in ("hat", "flower", "headphones")][:1]
+    img, cap = image_targets(attrs), caption_targets(states)
+    z = encode_latents(img, head_set_index(attrs), cap, z_dim=100, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (400, 100)
+    back = decode_latents(z, cap)
+    for fam in SINGLE_FAMILIES:
+        if fam == "hair_color":
+            assert (back[fam] == -1).all(), "a stated family is not read from z"
+            continue
+        visible = img[fam] >= 0
+        assert torch.equal(back[fam][visible], img[fam][visible]), fam
+    assert [HEAD_SETS[i] for i in back[MULTI_VALUED].tolist()] == [tuple(h for h in HEAD_ITEMS if h in a[MULTI_VALUED]) for a in attrs]
+    # Where the caption speaks (hair colour), z is plain noise: the bucket of that dim is
+    # independent of the true colour.
+    k = SINGLE_FAMILIES.index("hair_color")
+    agree = (decode_latents(z, caption_targets([{}] * 400))["hair_color"] == img["hair_color"]).float().mean()
+    assert agree < 0.2  # chance is 1/12
+
+
+def test_seeds_draw_open_attributes_with_the_data_frequencies() -> None:
+    z = torch.randn(60_000, 100, generator=torch.Generator().manual_seed(1))
+    out = decode_latents(z, caption_targets([{}] * len(z)))
+    for fam in SINGLE_FAMILIES:
+        freq = torch.bincount(out[fam], minlength=len(ATTRIBUTES[fam])).float() / len(z)
+        assert torch.allclose(freq, torch.full_like(freq, 1 / len(ATTRIBUTES[fam])), atol=0.01), fam
+    sets = [HEAD_SETS[i] for i in out[MULTI_VALUED].tolist()]
+    assert abs(sum(len(s) == 0 for s in sets) / len(sets) - 0.30) < 0.01
+    assert abs(sum(len(s) == 2 for s in sets) / len(sets) - 0.25) < 0.01
+    # A caption that says "cat ears" only ever gets sets with cat ears.
+    z2 = torch.randn(2000, 100, generator=torch.Generator().manual_seed(2))
+    ears = decode_latents(z2, caption_targets([{MULTI_VALUED: ["cat ears"]}] * 2000))[MULTI_VALUED]
+    got = {HEAD_SETS[i] for i in ears.tolist()}
+    assert all("cat ears" in s for s in got) and len(got) > 1
+    assert CODED_DIMS == len(SINGLE_FAMILIES) + 1
