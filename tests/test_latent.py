@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, sample_attributes
 from training.labels import caption_targets, image_targets
-from training.latent import CODED_DIMS, HEAD_SETS, SINGLE_FAMILIES, decode_latents, encode_latents, head_set_index
+from training.latent import CODED_DIMS, HEAD_SETS, LAYOUTS, SINGLE_FAMILIES, coded_dims, decode_latents, encode_latents, head_set_index
 
 
 def _renders(n: int, seed: int = 0) -> list[dict]:
@@ -14,16 +15,19 @@ def _renders(n: int, seed: int = 0) -> list[dict]:
     return [sample_attributes(rng) for _ in range(n)]
 
 
-def test_unstated_attributes_round_trip_through_z_and_stated_ones_are_noise() -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unstated_attributes_round_trip_through_z_and_stated_ones_are_noise(layout: str) -> None:
     attrs = _renders(400)
     # Every caption states the hair colour and says "a ribbon"; nothing else.
     states = [{"hair_color": a["hair_color"], "head_accessory": ["ribbon"]} for a in attrs]
     for a in attrs:  # make the renders agree with their captions
         a[MULTI_VALUED] = ["ribbon"] + [h for h in a[MULTI_VALUED] if h in ("hat", "flower", "headphones")][:1]
     img, cap = image_targets(attrs), caption_targets(states)
-    z = encode_latents(img, head_set_index(attrs), cap, z_dim=100, generator=torch.Generator().manual_seed(0))
+    z = encode_latents(img, head_set_index(attrs), cap, z_dim=100, layout=layout, generator=torch.Generator().manual_seed(0))
     assert z.shape == (400, 100)
-    back = decode_latents(z, cap)
+    # The coded dims still look like N(0, 1) draws (what a seed gives at serving time).
+    assert abs(float(z[:, :coded_dims(layout)].mean())) < 0.05 and abs(float(z[:, :coded_dims(layout)].std()) - 1) < 0.05
+    back = decode_latents(z, cap, layout)
     for fam in SINGLE_FAMILIES:
         if fam == "hair_color":
             assert (back[fam] == -1).all(), "a stated family is not read from z"
@@ -33,14 +37,14 @@ def test_unstated_attributes_round_trip_through_z_and_stated_ones_are_noise() ->
     assert [HEAD_SETS[i] for i in back[MULTI_VALUED].tolist()] == [tuple(h for h in HEAD_ITEMS if h in a[MULTI_VALUED]) for a in attrs]
     # Where the caption speaks (hair colour), z is plain noise: the bucket of that dim is
     # independent of the true colour.
-    k = SINGLE_FAMILIES.index("hair_color")
-    agree = (decode_latents(z, caption_targets([{}] * 400))["hair_color"] == img["hair_color"]).float().mean()
+    agree = (decode_latents(z, caption_targets([{}] * 400), layout)["hair_color"] == img["hair_color"]).float().mean()
     assert agree < 0.2  # chance is 1/12
 
 
-def test_seeds_draw_open_attributes_with_the_data_frequencies() -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_seeds_draw_open_attributes_with_the_data_frequencies(layout: str) -> None:
     z = torch.randn(60_000, 100, generator=torch.Generator().manual_seed(1))
-    out = decode_latents(z, caption_targets([{}] * len(z)))
+    out = decode_latents(z, caption_targets([{}] * len(z)), layout)
     for fam in SINGLE_FAMILIES:
         freq = torch.bincount(out[fam], minlength=len(ATTRIBUTES[fam])).float() / len(z)
         assert torch.allclose(freq, torch.full_like(freq, 1 / len(ATTRIBUTES[fam])), atol=0.01), fam
@@ -49,7 +53,8 @@ def test_seeds_draw_open_attributes_with_the_data_frequencies() -> None:
     assert abs(sum(len(s) == 2 for s in sets) / len(sets) - 0.25) < 0.01
     # A caption that says "cat ears" only ever gets sets with cat ears.
     z2 = torch.randn(2000, 100, generator=torch.Generator().manual_seed(2))
-    ears = decode_latents(z2, caption_targets([{MULTI_VALUED: ["cat ears"]}] * 2000))[MULTI_VALUED]
+    ears = decode_latents(z2, caption_targets([{MULTI_VALUED: ["cat ears"]}] * 2000), layout)[MULTI_VALUED]
     got = {HEAD_SETS[i] for i in ears.tolist()}
     assert all("cat ears" in s for s in got) and len(got) > 1
-    assert CODED_DIMS == len(SINGLE_FAMILIES) + 1
+    assert coded_dims("buckets") == CODED_DIMS == len(SINGLE_FAMILIES) + 1
+    assert coded_dims("argmax") == sum(len(ATTRIBUTES[f]) for f in SINGLE_FAMILIES) + len(HEAD_SETS)  # one dim per value

@@ -15,13 +15,17 @@ G learns by plain reconstruction (fast, paired, no mode collapse by construction
   ("a ribbon" allows only sets with a ribbon, "no hat" only sets without one).
 * the remaining dims: plain noise.
 
-At serving time z ~ N(0, I) (a seed), so the open attributes come out with exactly the
-data's frequencies, and truncation (psi < 1) pulls them toward the middle buckets. The
-server needs none of this: it only draws z. Training-only.
+That is layout "buckets" (chibi-64 0.4.0). Layout "argmax" gives every value its own dim
+instead: a family's value is the Gumbel-max over its dims (each N(0, 1) dim mapped to a
+standard Gumbel, plus the log-probability of its value), so G decides by comparing dims
+rather than by locating one scalar among up to 13 narrow buckets. It needs 81 dims.
+
+At serving time z ~ N(0, I) (a seed), so under either layout the open attributes come out
+with exactly the data's frequencies, and truncation (psi < 1) pulls them toward the middle.
+The server needs none of this: it only draws z. Training-only.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED
@@ -34,8 +38,21 @@ HEAD_SET_P = torch.tensor([HEAD_COUNT_P[0]] + [HEAD_COUNT_P[1] / len(HEAD_ITEMS)
                           + [HEAD_COUNT_P[2] / len(HEAD_PAIRS)] * len(HEAD_PAIRS))
 _SET_ITEMS = torch.tensor([[1.0 if h in s else 0.0 for h in HEAD_ITEMS] for s in HEAD_SETS])  # [sets, items]
 HEAD_DIM = len(SINGLE_FAMILIES)
-CODED_DIMS = HEAD_DIM + 1  # z dims that carry attributes; the rest is noise
+CODED_DIMS = HEAD_DIM + 1  # z dims that carry attributes in layout "buckets"; the rest is noise
+LAYOUTS = ("buckets", "argmax")
 _EPS = 1e-6
+# Layout "argmax": (family, first dim, number of values) per single-valued family, then the head sets.
+_BLOCKS: list[tuple[str, int, int]] = []
+for _f in SINGLE_FAMILIES:
+    _BLOCKS.append((_f, sum(b[2] for b in _BLOCKS), len(ATTRIBUTES[_f])))
+_HEAD_START = sum(b[2] for b in _BLOCKS)
+
+
+def coded_dims(layout: str) -> int:
+    """How many leading z dims a layout uses."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"latent layout must be one of {LAYOUTS}, got {layout!r}")
+    return CODED_DIMS if layout == "buckets" else _HEAD_START + len(HEAD_SETS)
 
 
 def head_set_index(attrs: list[dict]) -> torch.Tensor:
@@ -52,16 +69,18 @@ def allowed_head_sets(known: torch.Tensor) -> torch.Tensor:
 
 
 def encode_latents(image_targets: Targets, head_sets: torch.Tensor, caption_targets: Targets,
-                   z_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+                   z_dim: int, layout: str = "buckets", generator: torch.Generator | None = None) -> torch.Tensor:
     """The z that says each render's unstated attributes (module docstring).
 
     `image_targets`: the renders' true values (training.labels.image_targets, -1 = hidden);
     `head_sets`: their HEAD_SETS indices; `caption_targets`: what each caption states.
     """
+    if z_dim < coded_dims(layout):
+        raise ValueError(f"z_dim {z_dim} is smaller than the {coded_dims(layout)} dims latent layout {layout!r} needs")
+    z = torch.randn(len(head_sets), z_dim, generator=generator)
+    if layout == "argmax":
+        return _encode_argmax(z, image_targets, head_sets, caption_targets, generator)
     n = len(head_sets)
-    if z_dim < CODED_DIMS:
-        raise ValueError(f"z_dim {z_dim} is smaller than the {CODED_DIMS} dims the attribute layout needs")
-    z = torch.randn(n, z_dim, generator=generator)
     u = torch.rand(n, CODED_DIMS, generator=generator)
     for k, fam in enumerate(SINGLE_FAMILIES):
         true, stated = image_targets[fam], caption_targets[fam]
@@ -75,10 +94,13 @@ def encode_latents(image_targets: Targets, head_sets: torch.Tensor, caption_targ
     return z
 
 
-def decode_latents(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch.Tensor]:
+def decode_latents(z: torch.Tensor, caption_targets: Targets, layout: str = "buckets") -> dict[str, torch.Tensor]:
     """What z asks for where the caption is silent (the inverse of `encode_latents`):
     family -> value index per row, -1 where the caption states the family; for
     MULTI_VALUED the HEAD_SETS index among the sets the caption allows."""
+    coded_dims(layout)
+    if layout == "argmax":
+        return _decode_argmax(z, caption_targets)
     cdf = torch.special.ndtr(z[:, :CODED_DIMS])
     out = {}
     for k, fam in enumerate(SINGLE_FAMILIES):
@@ -87,4 +109,60 @@ def decode_latents(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch
     p = allowed_head_sets(caption_targets[MULTI_VALUED])
     ends = p.cumsum(1)
     out[MULTI_VALUED] = (cdf[:, HEAD_DIM:HEAD_DIM + 1] >= ends).sum(1).clamp(max=len(HEAD_SETS) - 1)
+    return out
+
+
+# ----------------------------------------------------------------------------- layout "argmax"
+
+def _gumbel_to_normal(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """Perturbed value p ~ Gumbel(logp) -> the N(0, 1) z that produces it."""
+    return torch.special.ndtri(torch.exp(-torch.exp(-(p - logp))).clamp(_EPS, 1 - _EPS))
+
+
+def _normal_to_gumbel(z: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(torch.special.ndtr(z).clamp(_EPS, 1 - _EPS)))
+
+
+def _argmax_code(logp: torch.Tensor, allowed: torch.Tensor, value: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """z for one block: Gumbel(logp) perturbations conditioned on argmax over `allowed` = value
+    (the maximum ~ Gumbel(logsumexp), the others truncated below it)."""
+    n, k = logp.shape
+    u0 = torch.rand(n, generator=generator).clamp(_EPS, 1 - _EPS)
+    top = torch.logsumexp(logp.masked_fill(~allowed, -1e9), dim=1) - torch.log(-torch.log(u0))
+    free = logp - torch.log(-torch.log(torch.rand(n, k, generator=generator).clamp(_EPS, 1 - _EPS)))
+    below = -torch.log(torch.exp(-top)[:, None] + torch.exp(-free))
+    p = torch.where(torch.arange(k)[None] == value[:, None], top[:, None].expand(n, k), below)
+    return _gumbel_to_normal(p, logp)
+
+
+def _head_logp(n: int) -> torch.Tensor:
+    return torch.log(HEAD_SET_P)[None].expand(n, -1)
+
+
+def _encode_argmax(z: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor, caption_targets: Targets,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    n = len(z)
+    for fam, start, k in _BLOCKS:
+        true, stated = image_targets[fam], caption_targets[fam]
+        coded = (true >= 0) & (stated < 0)
+        logp = torch.full((n, k), -float(torch.log(torch.tensor(float(k)))))
+        code = _argmax_code(logp, torch.ones(n, k, dtype=torch.bool), true.clamp_min(0), generator)
+        z[:, start:start + k] = torch.where(coded[:, None], code, z[:, start:start + k])
+    allowed = allowed_head_sets(caption_targets[MULTI_VALUED]) > 0
+    end = _HEAD_START + len(HEAD_SETS)
+    code = _argmax_code(_head_logp(n), allowed, head_sets, generator)
+    z[:, _HEAD_START:end] = torch.where(allowed, code, z[:, _HEAD_START:end])
+    return z
+
+
+def _decode_argmax(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch.Tensor]:
+    gumbel = _normal_to_gumbel(z[:, :coded_dims("argmax")])
+    out = {}
+    for fam, start, k in _BLOCKS:
+        v = gumbel[:, start:start + k].argmax(1)
+        out[fam] = torch.where(caption_targets[fam] < 0, v, torch.full_like(v, -1))
+    allowed = allowed_head_sets(caption_targets[MULTI_VALUED]) > 0
+    scores = gumbel[:, _HEAD_START:] + _head_logp(len(z))
+    out[MULTI_VALUED] = scores.masked_fill(~allowed, -1e9).argmax(1)
     return out

@@ -11,7 +11,8 @@ With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half 
 repeats the other half's captions with new noise, and G pays ms_weight / image-distance
 ratio, so what the caption leaves open still varies.
 With `rec_weight` > 0 (needs a labelled dataset), G also redraws each real render from its
-caption's T and a z that encodes the render's *unstated* attributes (training.latent): L1,
+caption's T and a z that encodes the render's *unstated* attributes (training.latent; `latent`
+picks the layout, "buckets" or "argmax"): L1,
 paired, the pix2pix half of the objective. It teaches G directly which pixels every
 attribute owns and that z chooses what the caption leaves open, far faster per CPU-second
 than the adversarial signal. With `adversarial: false` a stage trains by reconstruction
@@ -77,10 +78,10 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
 
 
 def reconstruction_l1(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
-                      caption_targets: Targets) -> torch.Tensor:
+                      caption_targets: Targets, layout: str = "buckets") -> torch.Tensor:
     """L1 of G redrawing each real render from its caption's T and a z that encodes what the
-    caption leaves open (training.latent), averaged over the batch."""
-    z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim).to(real.device)
+    caption leaves open (training.latent, in `layout`), averaged over the batch."""
+    z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim, layout).to(real.device)
     return (g(z, text) - real).abs().mean()
 
 
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     cls_weight = float(tcfg.get("cls_weight", 0.0)) if data.attributes is not None else 0.0
     ms_weight = float(tcfg.get("ms_weight", 0.0))
     rec_weight = float(tcfg.get("rec_weight", 0.0))
+    latent_layout = tcfg.get("latent", "buckets")  # training.latent.LAYOUTS
     adversarial = bool(tcfg.get("adversarial", True))
     if rec_weight and data.attributes is None:
         raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
@@ -247,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
             # Redraw each real render from its caption and a z that says what the caption leaves open.
             rows = torch.from_numpy(idx)
             with autocast(device, tcfg["precision"]):
-                rec_l1 = reconstruction_l1(g, real, text, select(img_targets, rows), head_sets[rows], select(bank.targets, choice))
+                rec_l1 = reconstruction_l1(g, real, text, select(img_targets, rows), head_sets[rows], select(bank.targets, choice),
+                                           latent_layout)
                 loss_g = loss_g + rec_weight * rec_l1
             row["rec_l1"] = rec_l1.item()
         opt_g.zero_grad(set_to_none=True)
