@@ -11,11 +11,10 @@ With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half 
 repeats the other half's captions with new noise, and G pays ms_weight / image-distance
 ratio, so what the caption leaves open still varies.
 With `rec_weight` > 0 (needs a labelled dataset), G also redraws each real render from its
-caption's T and a z that encodes the render's *unstated* attributes (training.latent; `latent`
-picks the layout, "buckets" or "argmax"): L1,
-paired, the pix2pix half of the objective. It teaches G directly which pixels every
-attribute owns and that z chooses what the caption leaves open, far faster per CPU-second
-than the adversarial signal. With `adversarial: false` a stage trains by reconstruction
+caption's T and a z that encodes the render's *unstated* attributes (training.latent;
+`latent` picks the layout, "buckets" or "argmax"): L1, paired, the pix2pix half of the
+objective. It teaches G directly which pixels every attribute owns and that z chooses what
+the caption leaves open, far faster per CPU-second than the adversarial signal. With `adversarial: false` a stage trains by reconstruction
 alone (no D, no CLIP or attribute loss: several times cheaper per step); a later stage with
 `--init` adds the adversarial terms to sharpen.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
@@ -39,7 +38,7 @@ from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.labels import Targets, attribute_loss, image_targets, select
-from training.latent import encode_latents, head_set_index
+from training.latent import coded_dims, encode_latents, head_set_index
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -140,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     adversarial = bool(tcfg.get("adversarial", True))
     if rec_weight and data.attributes is None:
         raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
+    if rec_weight:
+        coded_dims(latent_layout)  # an unknown layout fails here, not at the first step
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     labelled = bool(cls_weight or rec_weight)
