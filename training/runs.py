@@ -126,16 +126,18 @@ class RunDir:
                 f.write(json.dumps(row) + "\n")
 
     def truncate_stats(self, step: int) -> None:
-        """On resume, drop stats rows after the checkpoint so the curve has no duplicates."""
+        """Drop stats rows after `step`, so a resumed curve has no duplicates (0: an empty curve)."""
         path = self.path / "stats.jsonl"
         if self.main and path.exists():
             rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(r + "\n" for r in rows))
 
-    def resume(self, data_rng: np.random.Generator, rank: int) -> dict[str, Any] | None:
-        """The latest checkpoint, with this rank's RNG state restored and later stats rows
-        dropped; None when there is nothing to resume."""
-        if not self.checkpoint.exists():
+    def start(self, resume: bool, data_rng: np.random.Generator, rank: int) -> dict[str, Any] | None:
+        """The checkpoint to continue from (`resume` and one exists: this rank's RNG state is
+        restored and later stats rows dropped), or None for a fresh start, whose stats begin
+        empty: a rerun into the same directory never appends to an earlier run's curve."""
+        if not (resume and self.checkpoint.exists()):
+            self.truncate_stats(0)
             return None
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         restore_rng_state(ckpt["rng"][rank], data_rng)

@@ -134,10 +134,8 @@ def run(args: argparse.Namespace) -> int:
     data_rng = np.random.default_rng([tcfg["seed"], d.rank])
 
     step = 0
-    ckpt = run_dir.resume(data_rng, d.rank) if args.resume else None
-    if ckpt is None:
-        run_dir.truncate_stats(0)  # a fresh start never appends to an earlier run's curve in this directory
-    else:
+    ckpt = run_dir.start(args.resume, data_rng, d.rank)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if "attribute_heads" in ckpt:
             heads.load_state_dict(ckpt["attribute_heads"])
