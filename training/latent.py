@@ -26,6 +26,8 @@ The server needs none of this: it only draws z. Training-only.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED
@@ -146,7 +148,7 @@ def _encode_argmax(z: torch.Tensor, image_targets: Targets, head_sets: torch.Ten
     for fam, start, k in _BLOCKS:
         true, stated = image_targets[fam], caption_targets[fam]
         coded = (true >= 0) & (stated < 0)
-        logp = torch.full((n, k), -float(torch.log(torch.tensor(float(k)))))
+        logp = torch.full((n, k), -math.log(k))
         code = _argmax_code(logp, torch.ones(n, k, dtype=torch.bool), true.clamp_min(0), generator)
         z[:, start:start + k] = torch.where(coded[:, None], code, z[:, start:start + k])
     allowed = allowed_head_sets(caption_targets[MULTI_VALUED]) > 0

@@ -205,21 +205,16 @@ class DBlock(nn.Module):
         return F.avg_pool2d(self.shortcut(x), 2) + self.gamma * self.res(x)
 
 
-def _downsampler(resolution: int, ndf: int, ch_mult: list[int], channels: int) -> tuple[nn.Module, nn.Sequential, int]:
-    """D's image trunk: stem conv + residual blocks down to 4x4. Returns (stem, blocks, channels at 4x4)."""
-    chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
-    stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
-    blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
-    return stem, blocks, chans[-1]
-
-
 class Discriminator(nn.Module):
     """Target-aware conditional D: image features at 4x4 joined with the tiled text embedding,
     plus attribute heads on the same features."""
 
     def __init__(self, resolution: int, embed_dim: int, ndf: int, ch_mult: list[int], channels: int = 4):
         super().__init__()
-        self.stem, self.blocks, top = _downsampler(resolution, ndf, ch_mult, channels)
+        chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
+        self.stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
+        self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
+        top = chans[-1]
         self.logits = nn.Sequential(
             nn.Conv2d(top + embed_dim, ndf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),

@@ -14,9 +14,10 @@ With `rec_weight` > 0 (needs a labelled dataset), G also redraws each real rende
 caption's T and a z that encodes the render's *unstated* attributes (training.latent;
 `latent` picks the layout, "buckets" or "argmax"): L1, paired, the pix2pix half of the
 objective. It teaches G directly which pixels every attribute owns and that z chooses what
-the caption leaves open, far faster per CPU-second than the adversarial signal. With `adversarial: false` a stage trains by reconstruction
-alone (no D, no CLIP or attribute loss: several times cheaper per step); a later stage with
-`--init` adds the adversarial terms to sharpen.
+the caption leaves open, far faster per CPU-second than the adversarial signal. With
+`adversarial: false` a stage trains by reconstruction alone (no D, no CLIP or attribute
+loss: several times cheaper per step); a later stage with `--init` adds the adversarial
+terms to sharpen.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
 `--init CKPT` starts from another GAN run's weights (G from its EMA copy; the next stage of a recipe).
 """
@@ -137,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     rec_weight = float(tcfg.get("rec_weight", 0.0))
     latent_layout = tcfg.get("latent", "buckets")  # training.latent.LAYOUTS
     adversarial = bool(tcfg.get("adversarial", True))
-    if rec_weight and data.attributes is None:
-        raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
     if rec_weight:
+        if data.attributes is None:
+            raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
         coded_dims(latent_layout)  # an unknown layout fails here, not at the first step
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
@@ -195,7 +196,10 @@ def run(args: argparse.Namespace) -> int:
         z = torch.randn(len(idx), z_dim, device=device)
         with torch.no_grad():
             text = encode_texts(clip, tokens.to(device))
-        row: dict[str, float] = {}
+        rows = torch.from_numpy(idx)
+        batch_targets = select(img_targets, rows) if labelled else None
+        # This step's figures; tensors stay on the device until a logging step reads them.
+        row: dict[str, torch.Tensor | float] = {}
 
         # --- discriminator
         if adversarial:
@@ -208,16 +212,15 @@ def run(args: argparse.Namespace) -> int:
                 loss_d = loss_real + 0.5 * (F.relu(1.0 + out_mis).mean() + F.relu(1.0 + out_fake).mean()) \
                     + tcfg["ma_gp_weight"] * gp
                 if cls_weight:
-                    cls_d, acc_real = attribute_loss(disc.classify(feats_real), select(img_targets, torch.from_numpy(idx)))
+                    cls_d, acc_real = attribute_loss(disc.classify(feats_real), batch_targets)
                     loss_d = loss_d + cls_weight * cls_d
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             average_gradients(disc, d)
             opt_d.step()
-            row.update(loss_d=loss_d.item(), d_real=out_real.mean().item(), d_fake=out_fake.mean().item(),
-                       d_mismatch=out_mis.mean().item(), ma_gp=gp.item())
+            row.update(loss_d=loss_d, d_real=out_real.mean(), d_fake=out_fake.mean(), d_mismatch=out_mis.mean(), ma_gp=gp)
             if cls_weight:  # how well D reads real renders
-                row.update(cls_d=cls_d.item(), attr_acc_real=acc_real)
+                row.update(cls_d=cls_d, attr_acc_real=acc_real)
 
         # --- generator
         loss_g = torch.zeros((), device=device)
@@ -233,30 +236,28 @@ def run(args: argparse.Namespace) -> int:
                 adv = -disc.judge(feats_fake, text_g).mean()
                 clip_cos = (encode_images(clip, (fake + 1) / 2) * text_g).sum(dim=1).mean()
                 loss_g = loss_g + adv - tcfg["clip_weight"] * clip_cos
-                row["clip_cos"] = clip_cos.item()
+                row["clip_cos"] = clip_cos
                 if cls_weight:  # how often D reads the caption in G's images
                     cls_g, acc_fake = attribute_loss(disc.classify(feats_fake), select(bank.targets, choice_g))
                     loss_g = loss_g + cls_weight * cls_g
-                    row.update(cls_g=cls_g.item(), attr_acc_fake=acc_fake)
+                    row.update(cls_g=cls_g, attr_acc_fake=acc_fake)
                 if ms_weight:
                     # Mode seeking (MSGAN): same caption, different noise -> the images must differ.
                     # Minimising 1 / ratio pushes G to use z for what the caption leaves open.
                     ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
                     loss_g = loss_g + ms_weight / (ratio + 1e-5)
-                    row["ms_ratio"] = ratio.item()
+                    row["ms_ratio"] = ratio
         if rec_weight:
             # Redraw each real render from its caption and a z that says what the caption leaves open.
-            rows = torch.from_numpy(idx)
             with autocast(device, tcfg["precision"]):
-                rec_l1 = reconstruction_l1(g, real, text, select(img_targets, rows), head_sets[rows], select(bank.targets, choice),
-                                           latent_layout)
+                rec_l1 = reconstruction_l1(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice), latent_layout)
                 loss_g = loss_g + rec_weight * rec_l1
-            row["rec_l1"] = rec_l1.item()
+            row["rec_l1"] = rec_l1
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
         opt_g.step()
-        row["loss_g"] = loss_g.item()
+        row["loss_g"] = loss_g
         # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
         ema_update(g_ema, g, min(tcfg["ema_decay"], (1 + step) / (10 + step)))
 
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
         if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
-            row = {"step": step, **{k: round(v, 5) for k, v in row.items()}, "samples_per_s": round(n_last / (now - t_last), 1)}
+            row = {"step": step, **{k: round(float(v), 5) for k, v in row.items()}, "samples_per_s": round(n_last / (now - t_last), 1)}
             t_last, n_last = now, 0
             run_dir.log_stats(row)
             bar.set_postfix(g=f"{row['loss_g']:.3f}", sps=row["samples_per_s"])
