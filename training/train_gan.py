@@ -266,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
         if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             now = time.time()
-            row = {"step": step, **{k: round(float(v), 5) for k, v in row.items()}, "samples_per_s": round(n_last / (now - t_last), 1)}
+            row = {"step": step, **{k: round(float(torch.as_tensor(v).detach()), 5) for k, v in row.items()},
+                   "samples_per_s": round(n_last / (now - t_last), 1)}
             t_last, n_last = now, 0
             run_dir.log_stats(row)
             bar.set_postfix(g=f"{row['loss_g']:.3f}", sps=row["samples_per_s"])
