@@ -85,6 +85,7 @@ def test_user_imagefolder(imagefolder):
     ({"text": "no file"}, "missing field 'file_name'"),
     ({"file_name": "a.jpg"}, "missing field 'text'"),
     ({"file_name": "a.jpg", "text": []}, "empty caption"),
+    ({"file_name": "a.jpg", "text": "x", "jitter": [0.5, 1.5]}, "'jitter' must be a list of at most 21 numbers in [0, 1)"),
 ])
 def test_broken_rows_name_file_and_line(imagefolder, row, reason):
     rows = [{"file_name": "a.jpg", "text": "ok"}, row]

@@ -7,6 +7,7 @@ import torch
 
 from training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, sample_attributes
 from training.labels import caption_targets, image_targets
+from training.render import JITTER_DIMS
 from training.latent import CODED_DIMS, HEAD_SETS, LAYOUTS, SINGLE_FAMILIES, coded_dims, decode_latents, encode_latents, head_set_index
 
 
@@ -58,3 +59,27 @@ def test_seeds_draw_open_attributes_with_the_data_frequencies(layout: str) -> No
     assert all("cat ears" in s for s in got) and len(got) > 1
     assert coded_dims("buckets") == CODED_DIMS == len(SINGLE_FAMILIES) + 1
     assert coded_dims("argmax") == sum(len(ATTRIBUTES[f]) for f in SINGLE_FAMILIES) + len(HEAD_SETS)  # one dim per value
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_jitter_draws_are_coded_after_the_layout(layout: str) -> None:
+    """With the renders' jitter draws, the dims after the layout's carry them exactly
+    (u = ndtr(z)); unused slots (NaN) and everything further stay noise; the layout's own
+    dims are unchanged."""
+    attrs = _renders(300, seed=3)
+    img, cap = image_targets(attrs), caption_targets([{}] * 300)
+    jitter = torch.rand(300, JITTER_DIMS, generator=torch.Generator().manual_seed(4))
+    jitter[:100, 15:] = float("nan")  # e.g. transparent backgrounds draw no background shades
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    need = coded_dims(layout, jitter=True)
+    z_dim = need + 8
+    plain = encode_latents(img, head_set_index(attrs), cap, z_dim, layout, generator=gen())
+    z = encode_latents(img, head_set_index(attrs), cap, z_dim, layout, generator=gen(), jitter=jitter)
+    start = coded_dims(layout)
+    assert need == start + JITTER_DIMS
+    assert torch.equal(z[:, :start], plain[:, :start]) and torch.equal(z[:, need:], plain[:, need:])
+    used = ~torch.isnan(jitter)
+    assert torch.allclose(torch.special.ndtr(z[:, start:need])[used], jitter[used], atol=1e-5)
+    assert torch.equal(z[:, start:need][~used], plain[:, start:need][~used])
+    with pytest.raises(ValueError, match="with jitter"):
+        encode_latents(img, head_set_index(attrs), cap, need - 1, layout, jitter=jitter)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from training.attributes import ATTRIBUTES, MULTI_VALUED, NEUTRAL_ATTRIBUTES, sample_attributes
-from training.render import downsample, render_avatar
+from training.render import JITTER_DIMS, downsample, jitter_draws, render_avatar, sample_jitter
 
 
 def _neutral(**kw):
@@ -44,6 +44,23 @@ def test_canonical_and_jitter_determinism():
     j2 = render_avatar(a, rng=np.random.default_rng(7)).tobytes()
     j3 = render_avatar(a, rng=np.random.default_rng(8)).tobytes()
     assert j1 == j2 and j1 != j3 and j1 != render_avatar(a).tobytes()
+
+
+@pytest.mark.parametrize("background", ["transparent", "mint", "pink and sky blue"])
+def test_jitter_draws_reproduce_the_render(background):
+    """A render is a function of its attributes and its jitter draws: redrawing from the
+    recorded draws gives the same bytes as drawing them from the rng."""
+    a = _neutral(background=background)
+    draws = sample_jitter(a, np.random.default_rng(11))
+    assert len(draws) == jitter_draws(background) <= JITTER_DIMS and all(0 <= u < 1 for u in draws)
+    assert render_avatar(a, jitter=draws).tobytes() == render_avatar(a, rng=np.random.default_rng(11)).tobytes()
+    # Each slot changes the picture (x, y, scale; hair, eye, skin, collar, background lightness).
+    for slot in [0, 1, 2, 4, 7, 10, 13] + ([16] if background != "transparent" else []):
+        moved = list(draws)
+        moved[slot] = (moved[slot] + 0.5) % 1
+        assert render_avatar(a, jitter=moved).tobytes() != render_avatar(a, jitter=draws).tobytes(), slot
+    with pytest.raises(ValueError, match="jitter"):
+        render_avatar(a, jitter=draws[:-1])
 
 
 @pytest.mark.parametrize("family", list(ATTRIBUTES))

@@ -11,6 +11,7 @@ from training import synth
 from training.attributes import (ATTRIBUTES, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, sample_attributes,
                                  validate_attributes)
 from training.dataset import load_dataset
+from training.render import JITTER_DIMS, jitter_draws, render_avatar
 
 
 def assert_true_of(states: dict, attrs: dict) -> None:
@@ -61,6 +62,11 @@ def test_layout_and_metadata(runs):
     # the reader agrees with the writer
     data = load_dataset(root, progress=False)
     assert data.images.shape == (24, 64, 64, 4) and data.attributes == [r["attributes"] for r in rows]
+    # each row's jitter draws, padded with NaN where a background uses fewer
+    assert data.jitter.shape == (24, JITTER_DIMS)
+    for r, j in zip(rows, data.jitter):
+        n = jitter_draws(r["attributes"]["background"])
+        assert np.array_equal(j[:n], np.float32(r["jitter"])) and np.isnan(j[n:]).all()
 
 
 def test_png_matches_render(runs):
@@ -68,6 +74,8 @@ def test_png_matches_render(runs):
     data, row = synth.make_sample(3, 5, 64)
     assert (runs["a"] / "images" / "000005.png").read_bytes() == data
     assert row["file_name"] == "images/000005.png"
+    # the row says everything the render depends on: its attributes and its jitter draws
+    assert synth.png_bytes(render_avatar(row["attributes"], 64, jitter=row["jitter"])) == data
 
 
 def test_every_value_is_sampled_near_uniformly():

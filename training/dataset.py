@@ -3,7 +3,8 @@
 Two layouts are accepted, both with a ``metadata.jsonl`` next to the images:
 
 * synthetic (``training.synth``): rows ``{"file_name", "captions": {"en": [...], "zh": [...]},
-  "attributes": {...}}`` where each caption is ``{"text", "states"}``;
+  "attributes": {...}, "jitter": [...]}`` where each caption is ``{"text", "states"}`` and
+  ``jitter`` is the renderer's random draws (training.render.sample_jitter);
 * a user's own folder in the Hugging Face ImageFolder convention: rows ``{"file_name", "text"}``
   where ``text`` is a string or a list of strings.
 
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from training.render import JITTER_DIMS
 
 SUPPORTED_MODES = {"RGBA", "RGB", "L", "LA", "P", "PA"}
 PARALLEL_MIN = 4000  # below this, a process pool costs more than it saves
@@ -48,6 +51,9 @@ class AvatarData:
     captions: list[list[Caption]]
     attributes: list[dict] | None  # None when any row lacks ground truth (user data)
     bad_rows: list[str]
+    # float32 [N, JITTER_DIMS]: each render's jitter draws, NaN in the slots it does not use;
+    # None when any row lacks them (user data, or a dataset synthesised before they were kept)
+    jitter: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -59,6 +65,7 @@ class _Row:
     file_name: str
     captions: list[Caption]
     attributes: dict | None
+    jitter: list[float] | None = None
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -106,7 +113,11 @@ def _parse_line(line: str, lineno: int) -> _Row:
     attrs = obj.get("attributes")
     if attrs is not None and not isinstance(attrs, dict):
         raise ValueError(f"{name}: 'attributes' must be an object")
-    return _Row(lineno, name, caps, attrs)
+    jitter = obj.get("jitter")
+    if jitter is not None and not (isinstance(jitter, list) and len(jitter) <= JITTER_DIMS
+                                   and all(isinstance(u, (int, float)) and 0 <= u < 1 for u in jitter)):
+        raise ValueError(f"{name}: 'jitter' must be a list of at most {JITTER_DIMS} numbers in [0, 1)")
+    return _Row(lineno, name, caps, attrs, jitter)
 
 
 def read_metadata(root: Path, skip_bad: bool, limit: int | None) -> tuple[list[_Row], list[str]]:
@@ -270,6 +281,11 @@ def load_dataset(root, size: int | None = None, skip_bad: bool = False, progress
         if size is not None and kept:
             _save_cache(root, size, key, images, files, bad)
     attrs = [r.attributes for r in kept]
+    jitter = None
+    if kept and all(r.jitter is not None for r in kept):
+        jitter = np.full((len(kept), JITTER_DIMS), np.nan, np.float32)
+        for i, r in enumerate(kept):
+            jitter[i, :len(r.jitter)] = r.jitter
     return AvatarData(root=root, files=files, images=images, captions=[r.captions for r in kept],
                       attributes=attrs if kept and all(a is not None for a in attrs) else None,
-                      bad_rows=bad)
+                      bad_rows=bad, jitter=jitter)

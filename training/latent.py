@@ -20,6 +20,12 @@ instead: a family's value is the Gumbel-max over its dims (each N(0, 1) dim mapp
 standard Gumbel, plus the log-probability of its value), so G decides by comparing dims
 rather than by locating one scalar among up to 13 narrow buckets. It needs 81 dims.
 
+Optionally (`jitter`), the dims after the layout's say the render's own randomness too: its
+position, scale and colour-shade draws (training.render.sample_jitter; a uniform u becomes
+the z value ndtri(u)). Then the caption and z together determine the render exactly, so
+reconstruction has one right answer instead of the blurred average of every placement and
+shade, and G can learn thin, moving shapes (accessories, eyes) that an average washes out.
+
 At serving time z ~ N(0, I) (a seed), so under either layout the open attributes come out
 with exactly the data's frequencies, and truncation (psi < 1) pulls them toward the middle.
 The server needs none of this: it only draws z. Training-only.
@@ -32,6 +38,7 @@ import torch
 
 from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED
 from training.labels import Targets
+from training.render import JITTER_DIMS
 
 SINGLE_FAMILIES: list[str] = [f for f in ATTRIBUTES if f != MULTI_VALUED]
 # Every head-accessory set the sampler can draw, and its probability.
@@ -50,11 +57,11 @@ for _f in SINGLE_FAMILIES:
 _HEAD_START = sum(b[2] for b in _BLOCKS)
 
 
-def coded_dims(layout: str) -> int:
-    """How many leading z dims a layout uses."""
+def coded_dims(layout: str, jitter: bool = False) -> int:
+    """How many leading z dims a layout uses (with the render's jitter draws after it, if asked)."""
     if layout not in LAYOUTS:
         raise ValueError(f"latent layout must be one of {LAYOUTS}, got {layout!r}")
-    return CODED_DIMS if layout == "buckets" else _HEAD_START + len(HEAD_SETS)
+    return (CODED_DIMS if layout == "buckets" else _HEAD_START + len(HEAD_SETS)) + (JITTER_DIMS if jitter else 0)
 
 
 def head_set_index(attrs: list[dict]) -> torch.Tensor:
@@ -71,15 +78,23 @@ def allowed_head_sets(known: torch.Tensor) -> torch.Tensor:
 
 
 def encode_latents(image_targets: Targets, head_sets: torch.Tensor, caption_targets: Targets,
-                   z_dim: int, layout: str = "buckets", generator: torch.Generator | None = None) -> torch.Tensor:
+                   z_dim: int, layout: str = "buckets", generator: torch.Generator | None = None,
+                   jitter: torch.Tensor | None = None) -> torch.Tensor:
     """The z that says each render's unstated attributes (module docstring).
 
     `image_targets`: the renders' true values (training.labels.image_targets, -1 = hidden);
-    `head_sets`: their HEAD_SETS indices; `caption_targets`: what each caption states.
+    `head_sets`: their HEAD_SETS indices; `caption_targets`: what each caption states;
+    `jitter`: [B, JITTER_DIMS] the renders' jitter draws in [0, 1), NaN where unused, or None.
     """
-    if z_dim < coded_dims(layout):
-        raise ValueError(f"z_dim {z_dim} is smaller than the {coded_dims(layout)} dims latent layout {layout!r} needs")
+    need = coded_dims(layout, jitter is not None)
+    if z_dim < need:
+        raise ValueError(f"z_dim {z_dim} is smaller than the {need} dims latent layout {layout!r}"
+                         f"{' with jitter' if jitter is not None else ''} needs")
     z = torch.randn(len(head_sets), z_dim, generator=generator)
+    if jitter is not None:
+        start = coded_dims(layout)
+        code = torch.special.ndtri(jitter.clamp(_EPS, 1 - _EPS))
+        z[:, start:need] = torch.where(torch.isnan(jitter), z[:, start:need], code)
     if layout == "argmax":
         return _encode_argmax(z, image_targets, head_sets, caption_targets, generator)
     n = len(head_sets)

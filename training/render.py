@@ -15,6 +15,8 @@ from __future__ import annotations
 import colorsys
 import math
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -64,16 +66,52 @@ def tint(c: RGB, f: float) -> RGB:
     return tuple(int(round(v + (255 - v) * f)) for v in c)  # type: ignore[return-value]
 
 
-def jitter_color(c: RGB, rng: np.random.Generator | None, dh: float = 0.012,
+def jitter_color(c: RGB, u: Sequence[float] | None, dh: float = 0.012,
                  dl: float = 0.035, ds: float = 0.08) -> RGB:
-    """Small hue/lightness/saturation change that stays inside the colour's name."""
-    if rng is None:
+    """Small hue/lightness/saturation change that stays inside the colour's name.
+
+    ``u``: three uniform draws in [0, 1) (hue, lightness, saturation); None = no change."""
+    if u is None:
         return c
     h, l, s = colorsys.rgb_to_hls(*(v / 255 for v in c))
-    h = (h + rng.uniform(-dh, dh)) % 1.0
-    l = min(1.0, max(0.0, l + rng.uniform(-dl, dl)))
-    s = min(1.0, max(0.0, s * (1 + rng.uniform(-ds, ds))))
+    h = (h + _lerp(-dh, dh, u[0])) % 1.0
+    l = min(1.0, max(0.0, l + _lerp(-dl, dl, u[1])))
+    s = min(1.0, max(0.0, s * (1 + _lerp(-ds, ds, u[2]))))
     return tuple(int(round(v * 255)) for v in colorsys.hls_to_rgb(h, l, s))  # type: ignore[return-value]
+
+
+def _lerp(lo: float, hi: float, u: float) -> float:
+    """``lo + (hi - lo) * u``: the same arithmetic as ``Generator.uniform(lo, hi)`` on a draw u."""
+    return lo + (hi - lo) * u
+
+
+# ----------------------------------------------------------------------------- jitter
+# The renderer's randomness, as uniform draws in [0, 1) in the order it uses them: position
+# x, y and scale, then hue/lightness/saturation of hair, eyes, skin and collar, then of each
+# background colour (none for transparent, one for solid, two for two-tone). Keeping them as
+# one vector lets training tell G exactly which variant of a render it must redraw.
+JITTER_SLOTS: list[str] = ["x", "y", "scale"] + [f"{part}.{c}" for part in
+                                                 ("hair", "eye", "skin", "collar", "bg1", "bg2") for c in "hls"]
+JITTER_DIMS = len(JITTER_SLOTS)
+
+
+def jitter_draws(background: str) -> int:
+    """How many draws a render with this background uses."""
+    return JITTER_DIMS - 3 * (2 - background_colours(background))
+
+
+def _three(jitter: Sequence[float] | None, start: int) -> Sequence[float] | None:
+    """One colour's three draws, starting at ``start``."""
+    return None if jitter is None else jitter[start:start + 3]
+
+
+def background_colours(name: str) -> int:
+    return 0 if name == "transparent" else 2 if " and " in name else 1
+
+
+def sample_jitter(attrs: dict, rng: np.random.Generator) -> list[float]:
+    """The draws one render of ``attrs`` uses (module comment above JITTER_SLOTS)."""
+    return [float(v) for v in rng.random(jitter_draws(attrs["background"]))]
 
 
 def rotate(points: list[tuple[float, float]], cx: float, cy: float, deg: float):
@@ -150,15 +188,15 @@ OUT_W = 0.013  # outline width
 
 
 class _Palette:
-    def __init__(self, attrs: dict, rng: np.random.Generator | None):
-        self.hair = jitter_color(HAIR_RGB[attrs["hair_color"]], rng)
+    def __init__(self, attrs: dict, jitter: Sequence[float] | None):
+        self.hair = jitter_color(HAIR_RGB[attrs["hair_color"]], _three(jitter, 3))
         self.hair_out = shade(self.hair, 0.62) if attrs["hair_color"] != "white" else (170, 166, 176)
         self.hair_back = shade(self.hair, 0.86)
         self.hair_hi = tint(self.hair, 0.45)
-        self.eye = jitter_color(EYE_RGB[attrs["eye_color"]], rng)
-        self.skin = jitter_color(SKIN_RGB[attrs["skin_tone"]], rng, dl=0.02)
+        self.eye = jitter_color(EYE_RGB[attrs["eye_color"]], _three(jitter, 6))
+        self.skin = jitter_color(SKIN_RGB[attrs["skin_tone"]], _three(jitter, 9), dl=0.02)
         self.skin_out = shade(self.skin, 0.72)
-        self.collar = jitter_color(COLLAR_RGB[attrs["collar_color"]], rng)
+        self.collar = jitter_color(COLLAR_RGB[attrs["collar_color"]], _three(jitter, 12))
         dark_hair = attrs["hair_color"] in ("black", "brown", "blue", "purple", "green")
         warm_hair = attrs["hair_color"] in ("red", "pink", "orange")
         self.ribbon: RGB = (70, 122, 232) if warm_hair else (232, 52, 82)
@@ -466,13 +504,16 @@ def draw_head_accessories(pen: Pen, items: list[str], pal: _Palette, back: bool)
 
 
 # ----------------------------------------------------------------------------- background
-def make_background(name: str, size: int, rng: np.random.Generator | None) -> Image.Image:
-    """Solid or diagonal two-tone background; transparent is alpha 0 everywhere."""
+def make_background(name: str, size: int, jitter: Sequence[float] | None) -> Image.Image:
+    """Solid or diagonal two-tone background; transparent is alpha 0 everywhere.
+
+    ``jitter``: the background's colour draws (3 per colour) or None."""
     if name == "transparent":
         return Image.new("RGBA", (size, size), (0, 0, 0, 0))
     if " and " not in name:
-        return Image.new("RGBA", (size, size), jitter_color(BG_RGB[name], rng) + (255,))
-    a, b = (np.array(jitter_color(BG_RGB[n], rng), np.float32) for n in name.split(" and "))
+        return Image.new("RGBA", (size, size), jitter_color(BG_RGB[name], _three(jitter, 0)) + (255,))
+    a, b = (np.array(jitter_color(BG_RGB[n], _three(jitter, 3 * i)), np.float32)
+            for i, n in enumerate(name.split(" and ")))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     t = np.clip((xx + yy - size) / 1.5 + 0.5, 0, 1)[..., None]  # anti-aliased diagonal
     rgb = a * (1 - t) + b * t
@@ -490,25 +531,30 @@ def supersample_factor(size: int) -> int:
     return 4 if size <= 128 else 2
 
 
-def render_avatar(attrs: dict, size: int = 64, rng: np.random.Generator | None = None) -> Image.Image:
+def render_avatar(attrs: dict, size: int = 64, rng: np.random.Generator | None = None,
+                  jitter: Sequence[float] | None = None) -> Image.Image:
     """Render ``attrs`` as an RGBA ``size``x``size`` image.
 
-    ``rng`` adds small position/scale offsets and colour jitter within each named colour;
-    ``rng=None`` gives the canonical avatar.
+    ``jitter`` (from `sample_jitter`) adds small position/scale offsets and colour changes
+    within each named colour; ``rng`` draws it; neither gives the canonical avatar.
     """
     if not 64 <= size <= 512:
         raise ValueError(f"size must be in 64..512, got {size}")
     validate_attributes(attrs)
     ss = supersample_factor(size)
     canvas = Image.new("RGBA", (size * ss, size * ss), (0, 0, 0, 0))
-    if rng is None:
+    if rng is not None:
+        jitter = sample_jitter(attrs, rng)
+    if jitter is None:
         ox = oy = 0.0
         sc = 1.0
     else:
-        ox, oy = rng.uniform(-0.022, 0.022, size=2)
-        sc = float(rng.uniform(0.95, 1.02))
-    pen = Pen(canvas, float(ox), float(oy), sc)
-    pal = _Palette(attrs, rng)
+        if len(jitter) != jitter_draws(attrs["background"]):
+            raise ValueError(f"jitter: a {attrs['background']!r} background needs "
+                             f"{jitter_draws(attrs['background'])} draws, got {len(jitter)}")
+        ox, oy, sc = _lerp(-0.022, 0.022, jitter[0]), _lerp(-0.022, 0.022, jitter[1]), _lerp(0.95, 1.02, jitter[2])
+    pen = Pen(canvas, ox, oy, sc)
+    pal = _Palette(attrs, jitter)
     heads = attrs["head_accessory"]
     draw_back_hair(pen, attrs, pal)
     draw_head_accessories(pen, heads, pal, back=True)
@@ -520,7 +566,7 @@ def render_avatar(attrs: dict, size: int = 64, rng: np.random.Generator | None =
     draw_face_accessory(pen, attrs["face_accessory"], pal)
     draw_head_accessories(pen, heads, pal, back=False)
     avatar = downsample(canvas, ss)
-    bg = make_background(attrs["background"], size, rng)
+    bg = make_background(attrs["background"], size, None if jitter is None else jitter[15:])
     bg.alpha_composite(avatar)
     return bg
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from training.attributes import (ATTRIBUTES, HEAD_CONFLICTS, MULTI_VALUED, NEUTRAL_ATTRIBUTES,
                                  ZH_NAMES, combination_count, sample_attributes)
 from training.captions import make_captions
-from training.render import render_avatar
+from training.render import render_avatar, sample_jitter
 
 GENERATOR_VERSION = "procedural-chibi-1"
 
@@ -43,9 +43,10 @@ def make_sample(seed: int, index: int, size: int) -> tuple[bytes, dict]:
     """PNG bytes and the metadata row of image ``index``."""
     rng = np.random.default_rng([seed, index])
     attrs = sample_attributes(rng)
-    img = render_avatar(attrs, size, rng)
+    jitter = sample_jitter(attrs, rng)
+    img = render_avatar(attrs, size, jitter=jitter)
     captions = make_captions(attrs, rng)
-    row = {"file_name": f"images/{index:06d}.png", "captions": captions, "attributes": attrs}
+    row = {"file_name": f"images/{index:06d}.png", "captions": captions, "attributes": attrs, "jitter": jitter}
     return png_bytes(img), row
 
 

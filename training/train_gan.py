@@ -12,7 +12,8 @@ repeats the other half's captions with new noise, and G pays ms_weight / image-d
 ratio, so what the caption leaves open still varies.
 With `rec_weight` > 0 (needs a labelled dataset), G also redraws each real render from its
 caption's T and a z that encodes the render's *unstated* attributes (training.latent;
-`latent` picks the layout, "buckets" or "argmax"): L1, paired, the pix2pix half of the
+`latent` picks the layout, "buckets" or "argmax"; `code_jitter: true` also codes each render's
+position/scale/shade draws, so caption + z determine the render exactly): L1, paired, the pix2pix half of the
 objective. It teaches G directly which pixels every attribute owns and that z chooses what
 the caption leaves open, far faster per CPU-second than the adversarial signal. With
 `adversarial: false` a stage trains by reconstruction alone (no D, no CLIP or attribute
@@ -78,10 +79,11 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
 
 
 def reconstruction_l1(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
-                      caption_targets: Targets, layout: str = "buckets") -> torch.Tensor:
+                      caption_targets: Targets, layout: str = "buckets", jitter: torch.Tensor | None = None) -> torch.Tensor:
     """L1 of G redrawing each real render from its caption's T and a z that encodes what the
-    caption leaves open (training.latent, in `layout`), averaged over the batch."""
-    z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim, layout).to(real.device)
+    caption leaves open (training.latent, in `layout`; with the render's `jitter` draws if
+    given), averaged over the batch."""
+    z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim, layout, jitter=jitter).to(real.device)
     return (g(z, text) - real).abs().mean()
 
 
@@ -137,11 +139,17 @@ def run(args: argparse.Namespace) -> int:
     ms_weight = float(tcfg.get("ms_weight", 0.0))
     rec_weight = float(tcfg.get("rec_weight", 0.0))
     latent_layout = tcfg.get("latent", "buckets")  # training.latent.LAYOUTS
+    code_jitter = bool(tcfg.get("code_jitter", False))
     adversarial = bool(tcfg.get("adversarial", True))
     if rec_weight:
         if data.attributes is None:
             raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
-        coded_dims(latent_layout)  # an unknown layout fails here, not at the first step
+        if code_jitter and data.jitter is None:
+            raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
+                             "(synthesise the dataset again)")
+        if cfg["model"]["z_dim"] < coded_dims(latent_layout, code_jitter):  # fails here, not at the first step
+            raise ValueError(f"z_dim {cfg['model']['z_dim']} < the {coded_dims(latent_layout, code_jitter)} dims "
+                             f"latent layout {latent_layout!r}{' with code_jitter' if code_jitter else ''} needs")
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     labelled = bool(cls_weight or rec_weight)
@@ -149,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                        states=[[c.states for c in caps] for caps in data.captions] if labelled else None)
     img_targets = image_targets(data.attributes) if labelled else None
     head_sets = head_set_index(data.attributes) if rec_weight else None
+    jitter = torch.from_numpy(data.jitter) if rec_weight and code_jitter else None
 
     # channels_last: the same arithmetic in the layout oneDNN (and cuDNN) convolve fastest.
     g = build_generator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
@@ -250,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
         if rec_weight:
             # Redraw each real render from its caption and a z that says what the caption leaves open.
             with autocast(device, tcfg["precision"]):
-                rec_l1 = reconstruction_l1(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice), latent_layout)
+                rec_l1 = reconstruction_l1(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice), latent_layout,
+                                           None if jitter is None else jitter[rows])
                 loss_g = loss_g + rec_weight * rec_l1
             row["rec_l1"] = rec_l1
         opt_g.zero_grad(set_to_none=True)
