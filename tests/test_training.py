@@ -19,7 +19,7 @@ from training.attributes import ATTRIBUTES, NEUTRAL_ATTRIBUTES
 from training.labels import caption_targets, image_targets
 from training.latent import encode_latents, head_set_index
 from training.cli import main as train_main
-from training.models import (build_clip, build_generator, encode_images, encode_texts, load_clip_checkpoint,
+from training.models import (build_clip, build_discriminator, build_generator, encode_images, encode_texts, load_clip_checkpoint,
                              load_config, load_gan_checkpoint)
 from training.text import tokenize
 
@@ -145,6 +145,32 @@ def test_reconstruction_teaches_g_to_follow_the_caption_and_choose_the_rest_from
         assert nearest(g(torch.randn(len(colours), cfg["z_dim"]), text_said)) == list(range(len(colours)))
         # Silent: a fresh z in colour c's bucket draws colour c.
         assert nearest(g(encode_latents(img_t, heads, silent, cfg["z_dim"]), torch.zeros_like(text_said))) == list(range(len(colours)))
+
+
+def test_attribute_heads_read_the_configured_feature_map(tiny_data: Path, tmp_path: Path) -> None:
+    """model.attr_res picks the D map the AC heads read (4x4 when unset); an --init checkpoint
+    whose heads read another map loads its trunk and starts the heads fresh."""
+    model = dict(load_config("gan-test", "gan")["model"])
+    model.pop("attr_res")
+    d4, d16 = build_discriminator(model, 8), build_discriminator(dict(model, attr_res=16), 8)
+    img = torch.randn(2, 4, 64, 64)
+    top, mid = d16.features(img)
+    assert top.shape[-1] == 4 and mid.shape[-1] == 16 and d4.features(img)[1].shape[-1] == 4
+    assert d16.attributes.heads["eye_color"].in_features == mid[0].numel()
+    assert d16.classify((top, mid))["eye_color"].shape == (2, len(ATTRIBUTES["eye_color"]))
+    with pytest.raises(ValueError, match="attr_res"):
+        build_discriminator(dict(model, attr_res=12), 8)
+
+    clip_dir = tmp_path / "clip"
+    assert train_clip.run(_args(train_clip, ["--data", str(tiny_data), "--config", "clip-test", "--out", str(clip_dir), "--quiet"])) == 0
+    base = ["--data", str(tiny_data), "--clip", str(clip_dir / "checkpoint.pt"), "--steps", "2", "--quiet"]
+    cfg = load_config("gan-test", "gan")
+    cfg["model"] = model  # heads on the 4x4 map
+    (tmp_path / "gan-test-4.json").write_text(json.dumps(cfg))
+    assert train_gan.run(_args(train_gan, base + ["--config", str(tmp_path / "gan-test-4.json"), "--out", str(tmp_path / "a")])) == 0
+    assert train_gan.run(_args(train_gan, base + ["--config", "gan-test", "--out", str(tmp_path / "b"),
+                                                  "--init", str(tmp_path / "a" / "checkpoint.pt")])) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["model"]["attr_res"] == 16
 
 
 def test_resume_reproduces_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:

@@ -171,8 +171,12 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         g.load_state_dict(init["g_ema"])  # the averaged weights: what the earlier stage samples with
-        # A checkpoint from before the attribute heads existed: the heads start fresh.
-        missing, unexpected = disc.load_state_dict(init["d"], strict=False)
+        # Attribute heads that are missing (a checkpoint from before they existed) or read
+        # another feature map (model.attr_res) start fresh.
+        own = disc.state_dict()
+        d_init = {k: v for k, v in init["d"].items()
+                  if not (k.startswith("attributes.") and k in own and own[k].shape != v.shape)}
+        missing, unexpected = disc.load_state_dict(d_init, strict=False)
         if unexpected or any(not k.startswith("attributes.") for k in missing):
             raise ValueError(f"--init {args.init}: discriminator does not match (missing {missing}, unexpected {unexpected})")
         cfg["init"] = str(args.init)
