@@ -23,8 +23,9 @@ rather than by locating one scalar among up to 13 narrow buckets. It needs 81 di
 Optionally (`jitter`), the dims after the layout's say the render's own randomness too: its
 position, scale and colour-shade draws (training.render.sample_jitter; a uniform u becomes
 the z value ndtri(u)). Then the caption and z together determine the render exactly, so
-reconstruction has one right answer instead of the blurred average of every placement and
-shade, and G can learn thin, moving shapes (accessories, eyes) that an average washes out.
+reconstruction has one right answer instead of the average of every placement and shade.
+Measured on the cpu recipe's reconstruction stage it did not help (the stage underfits
+rather than averages; chibi-64's MODEL_CARD), so the recipe leaves it off.
 
 At serving time z ~ N(0, I) (a seed), so under either layout the open attributes come out
 with exactly the data's frequencies, and truncation (psi < 1) pulls them toward the middle.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-
 from collections.abc import Sequence
 
 import numpy as np
@@ -93,6 +92,7 @@ def _lerp(lo: float, hi: float, u: float) -> float:
 JITTER_SLOTS: list[str] = ["x", "y", "scale"] + [f"{part}.{c}" for part in
                                                  ("hair", "eye", "skin", "collar", "bg1", "bg2") for c in "hls"]
 JITTER_DIMS = len(JITTER_SLOTS)
+_BG_SLOT = JITTER_SLOTS.index("bg1.h")  # where the background's draws start
 
 
 def jitter_draws(background: str) -> int:
@@ -566,7 +566,7 @@ def render_avatar(attrs: dict, size: int = 64, rng: np.random.Generator | None =
     draw_face_accessory(pen, attrs["face_accessory"], pal)
     draw_head_accessories(pen, heads, pal, back=False)
     avatar = downsample(canvas, ss)
-    bg = make_background(attrs["background"], size, None if jitter is None else jitter[15:])
+    bg = make_background(attrs["background"], size, None if jitter is None else jitter[_BG_SLOT:])
     bg.alpha_composite(avatar)
     return bg
 
