@@ -65,6 +65,14 @@ def coded_dims(layout: str, jitter: bool = False) -> int:
     return (CODED_DIMS if layout == "buckets" else _HEAD_START + len(HEAD_SETS)) + (JITTER_DIMS if jitter else 0)
 
 
+def check_z_dim(z_dim: int, layout: str, jitter: bool = False) -> None:
+    """Raise if z has fewer dims than the layout (and the jitter draws) need."""
+    need = coded_dims(layout, jitter)
+    if z_dim < need:
+        raise ValueError(f"z_dim {z_dim} is smaller than the {need} dims latent layout {layout!r}"
+                         f"{' with jitter' if jitter else ''} needs")
+
+
 def head_set_index(attrs: list[dict]) -> torch.Tensor:
     """Index into HEAD_SETS of each render's head accessories."""
     return torch.tensor([HEAD_SETS.index(tuple(h for h in HEAD_ITEMS if h in a[MULTI_VALUED])) for a in attrs])
@@ -87,15 +95,12 @@ def encode_latents(image_targets: Targets, head_sets: torch.Tensor, caption_targ
     `head_sets`: their HEAD_SETS indices; `caption_targets`: what each caption states;
     `jitter`: [B, JITTER_DIMS] the renders' jitter draws in [0, 1), NaN where unused, or None.
     """
-    need = coded_dims(layout, jitter is not None)
-    if z_dim < need:
-        raise ValueError(f"z_dim {z_dim} is smaller than the {need} dims latent layout {layout!r}"
-                         f"{' with jitter' if jitter is not None else ''} needs")
+    check_z_dim(z_dim, layout, jitter is not None)
     z = torch.randn(len(head_sets), z_dim, generator=generator)
     if jitter is not None:
-        start = coded_dims(layout)
+        start, end = coded_dims(layout), coded_dims(layout, jitter=True)
         code = torch.special.ndtri(jitter.clamp(_EPS, 1 - _EPS))
-        z[:, start:need] = torch.where(torch.isnan(jitter), z[:, start:need], code)
+        z[:, start:end] = torch.where(torch.isnan(jitter), z[:, start:end], code)
     if layout == "argmax":
         return _encode_argmax(z, image_targets, head_sets, caption_targets, generator)
     n = len(head_sets)

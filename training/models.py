@@ -222,9 +222,10 @@ class Discriminator(nn.Module):
                  attr_res: int = 4):
         super().__init__()
         chans = list(reversed(_channel_plan(ndf, resolution, ch_mult)))
-        if attr_res not in [resolution >> i for i in range(len(chans))]:
+        sizes = [resolution >> i for i in range(len(chans))]  # the trunk's map sides, stem first
+        if attr_res not in sizes:
             raise ValueError(f"attr_res must be one of D's feature sizes (4 .. {resolution}, powers of 2), got {attr_res}")
-        self.resolution, self.attr_res = resolution, attr_res
+        self.attr_level = sizes.index(attr_res)  # 0: the stem's map, k: after block k
         self.stem = nn.Conv2d(channels, chans[0], 3, 1, 1)
         self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(len(chans) - 1)])
         top = chans[-1]
@@ -233,17 +234,13 @@ class Discriminator(nn.Module):
             nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
         )
         # AC-GAN heads (training.labels): read every attribute family from the attr_res map.
-        attr_ch = chans[int(math.log2(resolution // attr_res))]
-        self.attributes = AttributeHeads(attr_ch * attr_res * attr_res)
+        self.attributes = AttributeHeads(chans[self.attr_level] * attr_res * attr_res)
 
     def features(self, img: torch.Tensor) -> Features:
-        x = self.stem(img)
-        mid = x
+        maps = [self.stem(img)]
         for block in self.blocks:
-            x = block(x)
-            if x.shape[-1] == self.attr_res:
-                mid = x
-        return x, mid
+            maps.append(block(maps[-1]))
+        return maps[-1], maps[self.attr_level]
 
     def judge(self, feats: Features, text: torch.Tensor) -> torch.Tensor:
         top = feats[0]

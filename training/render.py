@@ -97,7 +97,7 @@ _BG_SLOT = JITTER_SLOTS.index("bg1.h")  # where the background's draws start
 
 def jitter_draws(background: str) -> int:
     """How many draws a render with this background uses."""
-    return JITTER_DIMS - 3 * (2 - background_colours(background))
+    return JITTER_DIMS - 3 * (2 - _background_colours(background))
 
 
 def _three(jitter: Sequence[float] | None, start: int) -> Sequence[float] | None:
@@ -105,7 +105,7 @@ def _three(jitter: Sequence[float] | None, start: int) -> Sequence[float] | None
     return None if jitter is None else jitter[start:start + 3]
 
 
-def background_colours(name: str) -> int:
+def _background_colours(name: str) -> int:
     return 0 if name == "transparent" else 2 if " and " in name else 1
 
 

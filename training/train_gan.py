@@ -40,7 +40,7 @@ from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.labels import Targets, attribute_loss, image_targets, select
-from training.latent import coded_dims, encode_latents, head_set_index
+from training.latent import check_z_dim, encode_latents, head_set_index
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if code_jitter and data.jitter is None:
             raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
                              "(synthesise the dataset again)")
-        if cfg["model"]["z_dim"] < coded_dims(latent_layout, code_jitter):  # fails here, not at the first step
-            raise ValueError(f"z_dim {cfg['model']['z_dim']} < the {coded_dims(latent_layout, code_jitter)} dims "
-                             f"latent layout {latent_layout!r}{' with code_jitter' if code_jitter else ''} needs")
+        check_z_dim(cfg["model"]["z_dim"], latent_layout, code_jitter)  # fails here, not at the first step
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     labelled = bool(cls_weight or rec_weight)
