@@ -173,6 +173,39 @@ def test_attribute_heads_read_the_configured_feature_map(tiny_data: Path, tmp_pa
     assert json.loads((tmp_path / "b" / "config.json").read_text())["model"]["attr_res"] == 16
 
 
+def test_frozen_clip_heads_check_the_caption_in_gs_images(tiny_data: Path, tmp_path: Path) -> None:
+    """train.clip_attr_weight: the CLIP run's image attribute heads, frozen, read G's images;
+    G pays cross-entropy for the stated attributes they cannot read. A CLIP trained without
+    heads is refused, naming the option."""
+    clip_dir = tmp_path / "clip"
+    assert train_clip.run(_args(train_clip, ["--data", str(tiny_data), "--config", "clip-test", "--out", str(clip_dir), "--quiet"])) == 0
+    ckpt = torch.load(clip_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    clip, _ = load_clip_checkpoint(clip_dir / "checkpoint.pt")
+    dim = clip.text_projection.shape[1]
+    heads = train_gan.load_clip_image_heads(clip_dir / "checkpoint.pt", dim)
+    assert not any(p.requires_grad for p in heads.parameters())
+    assert torch.equal(heads.heads["eye_color"].weight, ckpt["attribute_heads"]["image.heads.eye_color.weight"])
+
+    cfg = load_config("gan-test", "gan")
+    cfg["train"]["clip_attr_weight"] = 1.0
+    (tmp_path / "gan-ca.json").write_text(json.dumps(cfg))
+    base = ["--data", str(tiny_data), "--config", str(tmp_path / "gan-ca.json"), "--steps", "2", "--quiet"]
+    assert train_gan.run(_args(train_gan, base + ["--clip", str(clip_dir / "checkpoint.pt"), "--out", str(tmp_path / "g")])) == 0
+    rows = _stats(tmp_path / "g")
+    assert all(r["cls_clip"] > 0 and 0 <= r["attr_acc_clip"] <= 1 for r in rows)
+    # The loss reaches G: the same run without it draws different weights.
+    plain = load_config("gan-test", "gan")
+    (tmp_path / "gan-plain.json").write_text(json.dumps(plain))
+    assert train_gan.run(_args(train_gan, ["--data", str(tiny_data), "--config", str(tmp_path / "gan-plain.json"), "--steps", "2",
+                                           "--quiet", "--clip", str(clip_dir / "checkpoint.pt"), "--out", str(tmp_path / "p")])) == 0
+    assert rows[-1]["loss_g"] != _stats(tmp_path / "p")[-1]["loss_g"]
+
+    del ckpt["attribute_heads"]
+    torch.save(ckpt, tmp_path / "no-heads.pt")
+    with pytest.raises(ValueError, match="clip_attr_weight"):
+        train_gan.run(_args(train_gan, base + ["--clip", str(tmp_path / "no-heads.pt"), "--out", str(tmp_path / "x")]))
+
+
 def test_resume_reproduces_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:
     clip_dir = tmp_path / "clip"
     train_clip.run(_args(train_clip, ["--data", str(tiny_data), "--config", "clip-test", "--out", str(clip_dir), "--quiet"]))
