@@ -81,6 +81,26 @@ def test_heads_learn_attributes_from_features() -> None:
     assert acc0 < 0.7 and attribute_loss(heads(feats), t)[1] > 0.99
 
 
+def test_cpu_preset_trains_what_the_bundled_model_records() -> None:
+    """`pipeline --preset cpu` must rebuild the bundled model: the model and train settings
+    its clip and last gan stage run (their configs, as the preset passes them) are the ones
+    models/chibi-64/manifest.json records. (Session 5's preset overrode gan-64's steps with an
+    older count, so the recipe no longer matched the bundle.)"""
+    from training.models import load_config
+    from training.pipeline import PRESETS
+
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "models" / "chibi-64" / "manifest.json").read_text())["training"]
+    preset = PRESETS["cpu"]
+    for stage, recorded_cfg in (("clip", recorded["clip"]), ("gan", recorded["gan"])):
+        entry = preset["clip"] if stage == "clip" else preset["gan"][-1]
+        cfg = load_config(entry["config"])
+        if entry.get("steps"):
+            cfg["train"]["steps"] = entry["steps"]
+        assert cfg["model"] == recorded_cfg["model"], stage
+        assert cfg["train"] == recorded_cfg["train"], stage
+    assert recorded["gan_step"] == load_config(preset["gan"][-1]["config"])["train"]["steps"]
+
+
 def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert train_main(["pipeline", "--preset", "test", "--out", str(out), "--workers", "1", "--quiet"]) == 0

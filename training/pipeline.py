@@ -5,7 +5,8 @@ recipe of the bundled default model on 2 CPU cores: CLIP with attribute heads, t
 by reconstruction through the attribute-coded z (gan_rec, training.latent) and an adversarial
 stage starts from it (gan). `gpu` trains the larger configs. Each generator stage is a
 train_gan run in RUN_DIR/<name>; `init` names the earlier stage it starts from; the last one
-is RUN_DIR/gan, the one to export.
+is RUN_DIR/gan, the one to export. Each stage runs its config's own step count (the config
+is the one place the recipe lives); only the `test` preset shortens the stages.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from pathlib import Path
 
 PRESETS: dict[str, dict] = {
     "cpu": {"synth": {"count": 30000, "size": 64, "seed": 0},
-            "clip": {"config": "clip-tiny", "steps": 1300},
-            "gan": [{"name": "gan_rec", "config": "gan-64-rec", "steps": 5500},
-                    {"name": "gan", "config": "gan-64", "steps": 1200, "init": "gan_rec"}]},
+            "clip": {"config": "clip-tiny"},
+            "gan": [{"name": "gan_rec", "config": "gan-64-rec"},
+                    {"name": "gan", "config": "gan-64", "init": "gan_rec"}]},
     "gpu": {"synth": {"count": 200000, "size": 128, "seed": 0},
-            "clip": {"config": "clip-base", "steps": None},
-            "gan": [{"name": "gan", "config": "gan-128", "steps": None}]},
+            "clip": {"config": "clip-base"},
+            "gan": [{"name": "gan", "config": "gan-128"}]},
     "test": {"synth": {"count": 64, "size": 64, "seed": 0},
              "clip": {"config": "clip-test", "steps": 2},
              "gan": [{"name": "gan_rec", "config": "gan-test-rec", "steps": 2},
@@ -66,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
     quiet = ["--quiet"] if args.quiet else []
     c = preset["clip"]
     argv = ["--data", str(data), "--config", c["config"], "--out", str(out / "clip"), "--resume"] + quiet
-    stage("clip", train_clip, argv + (["--steps", str(c["steps"])] if c["steps"] else []))
+    stage("clip", train_clip, argv + (["--steps", str(c["steps"])] if c.get("steps") else []))
     for g in preset["gan"]:
         argv = ["--data", str(data), "--clip", str(out / "clip" / "checkpoint.pt"), "--config", g["config"],
                 "--out", str(out / g["name"]), "--resume"] + quiet
         if g.get("init"):
             argv += ["--init", str(out / g["init"] / "checkpoint.pt")]
-        stage(g["name"], train_gan, argv + (["--steps", str(g["steps"])] if g["steps"] else []))
+        stage(g["name"], train_gan, argv + (["--steps", str(g["steps"])] if g.get("steps") else []))
     print(f"done in {sum(timings.values()) / 60:.1f} min: {timings}")
     print(f"export with: moe-avatar-export --clip {out}/clip/checkpoint.pt --gan {out}/gan/checkpoint.pt --out models/NAME")
     return 0
