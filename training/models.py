@@ -215,7 +215,7 @@ class Discriminator(nn.Module):
     Why not the 4x4 map for the heads too: eye colour, eye shape and expression are a few
     pixels each. With ndf 16, heads on the 4x4 map read them on real renders at 0.28 / 0.57 /
     0.38 after 1,200 adversarial steps, so G got almost no signal for them; heads on the
-    16x16 map read 0.76 / 0.93 / 0.64 after the same steps (chibi-64 0.5.0's MODEL_CARD).
+    16x16 map read 0.76 / 0.93 / 0.64 after the same steps (chibi-64 0.5.0's MODEL_CARD, commit 7faece8).
     """
 
     def __init__(self, resolution: int, embed_dim: int, ndf: int, ch_mult: list[int], channels: int = 4,
