@@ -11,7 +11,8 @@ With `clip_attr_weight` > 0, the CLIP run's own image attribute heads (trained o
 renders with the CLIP, frozen here) read G's images too, and G pays clip_attr_weight *
 cross-entropy for the stated attributes they cannot read: a second reader of the caption
 that, unlike D's heads, does not move while G learns, and that sees the face (eye colour
-0.99, eye shape 1.00 on real renders).
+0.99, eye shape 1.00 on real renders; clip-tiny's do not see head accessories, see the
+chibi-64 model card).
 With `ms_weight` > 0, a mode-seeking term (MSGAN) keeps G from ignoring z: half the batch
 repeats the other half's captions with new noise, and G pays ms_weight / image-distance
 ratio, so what the caption leaves open still varies.
@@ -270,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 loss_g = loss_g + adv - tcfg["clip_weight"] * clip_cos
                 row["clip_cos"] = clip_cos
                 if clip_attr_weight:  # how often the frozen CLIP's image heads read the caption in G's images
+                    # x sqrt(dim): the scale train_clip trained the heads at
                     cls_c, acc_clip = attribute_loss(clip_heads(img_emb * embed_dim ** 0.5), select(bank.targets, choice_g))
                     loss_g = loss_g + clip_attr_weight * cls_c
                     row.update(cls_clip=cls_c, attr_acc_clip=acc_clip)
