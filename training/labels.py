@@ -76,6 +76,13 @@ class AttributeHeads(nn.Module):
         return {f: head(x) for f, head in self.heads.items()}
 
 
+def read_embedding(heads: AttributeHeads, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Heads on a unit CLIP embedding, scaled by sqrt(dim): logits of a useful size without
+    large head weights. train_clip trains the CLIP heads this way and train_gan's frozen
+    image heads must read the same way."""
+    return heads(emb * emb.shape[-1] ** 0.5)
+
+
 def attribute_loss(logits: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, float]:
     """Mean cross-entropy over the known targets of every family, and the accuracy on them."""
     total = logits[next(iter(logits))].new_zeros(())

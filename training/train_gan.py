@@ -45,7 +45,7 @@ from training.models import (build_discriminator, build_generator, count_params,
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
-from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, select
+from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
 from training.latent import check_z_dim, encode_latents, head_set_index
 from training.text import CaptionBank, tokenize
 
@@ -271,8 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 loss_g = loss_g + adv - tcfg["clip_weight"] * clip_cos
                 row["clip_cos"] = clip_cos
                 if clip_attr_weight:  # how often the frozen CLIP's image heads read the caption in G's images
-                    # x sqrt(dim): the scale train_clip trained the heads at
-                    cls_c, acc_clip = attribute_loss(clip_heads(img_emb * embed_dim ** 0.5), select(bank.targets, choice_g))
+                    cls_c, acc_clip = attribute_loss(read_embedding(clip_heads, img_emb), select(bank.targets, choice_g))
                     loss_g = loss_g + clip_attr_weight * cls_c
                     row.update(cls_clip=cls_c, attr_acc_clip=acc_clip)
                 if cls_weight:  # how often D reads the caption in G's images
