@@ -36,6 +36,7 @@ class ServerConfig:
     encode_workers: int = 2  # threads that encode PNG / WebP
     text_cache_size: int = 4096  # prompts whose embeddings are kept (LRU)
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
+    drain_seconds: float = 1.0  # shutdown: NOT_SERVING (new calls UNAVAILABLE) this long before the port closes
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
     workers: str = "1"  # N worker processes on one port (SO_REUSEPORT), or "gpus": one per GPU
@@ -79,6 +80,8 @@ class ServerConfig:
             fail("text_cache_size", "must be 0..1000000")
         if not 0 <= self.grace_seconds <= 3600:
             fail("grace_seconds", "must be 0..3600")
+        if not 0 <= self.drain_seconds <= 300:
+            fail("drain_seconds", "must be 0..300")
         if not (self.workers == "gpus" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256)):
             fail("workers", "must be 1..256 or gpus (one worker per visible GPU)")
         if self.log_format not in ("json", "text"):
@@ -129,6 +132,9 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "max_wait_ms": "how long a micro-batch waits for more requests",
         "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
         "grace_seconds": "on SIGTERM/SIGINT, how long in-flight streams may finish",
+        "drain_seconds": "on SIGTERM/SIGINT, how long health reports NOT_SERVING (and new calls get UNAVAILABLE, "
+                         "which clients retry elsewhere) before the port stops taking calls, so health-checking "
+                         "clients and load balancers drop this replica first",
         "workers": "worker processes sharing the port (SO_REUSEPORT); `gpus` = one per GPU via "
                    "CUDA_VISIBLE_DEVICES; metrics of worker i on --metrics-port + i",
         "auth_tokens_file": "file of bearer tokens, one per line (# comments); also "

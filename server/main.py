@@ -3,8 +3,9 @@ reflection over gRPC (grpc.aio), with Prometheus metrics on --metrics-port.
 
     moe-avatar-server --models models/ --port 50051 --device auto --metrics-port 9100
 
-SIGTERM / SIGINT: health goes NOT_SERVING (load balancers stop sending), new RPCs are
-refused, in-flight streams get --grace-seconds to finish.
+SIGTERM / SIGINT: health goes NOT_SERVING (load balancers stop sending) and new RPCs are
+refused with UNAVAILABLE; after --drain-seconds the port closes and in-flight streams get
+--grace-seconds to finish.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ class AvatarServer:
         if self.guard is not None:
             self.guard.draining = True  # from now on new calls get UNAVAILABLE, even before stop() below
         await self._health.enter_graceful_shutdown()
+        if self.config.drain_seconds:
+            # Drain first: a client picks a replica before its health watch reports NOT_SERVING,
+            # so calls keep arriving for a moment. Until the port closes they get UNAVAILABLE
+            # from the guard, which the client's retry policy sends to another replica; a call
+            # that reached the transport just as stop() began would be cancelled instead.
+            await asyncio.sleep(self.config.drain_seconds)
         stops = [self._server.stop(grace)] if self._server is not None else []
         if self.http is not None:
             stops.append(self.http.stop(grace))

@@ -19,8 +19,9 @@ metrics are on `--metrics-port + i` (one registry per process; no multiprocess r
 keep consistent). Every log line of a worker carries `worker` and `pid`.
 
 The parent supervises: SIGTERM/SIGINT are forwarded to every worker (each drains for
---grace-seconds); it exits 0 when all workers stopped cleanly after a signal, and 1 (after
-stopping the others) as soon as a worker dies on its own, which is logged.
+--drain-seconds, then gives streams in flight --grace-seconds); it exits 0 when all workers
+stopped cleanly after a signal, and 1 (after stopping the others) as soon as a worker dies
+on its own, which is logged.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from server.config import ConfigError, ServerConfig, load_config
 
 log = logging.getLogger("moe_avatar.workers")
 
-KILL_MARGIN_S = 15.0  # after SIGTERM a worker gets --grace-seconds plus this, then SIGKILL
+KILL_MARGIN_S = 15.0  # after SIGTERM a worker gets --drain-seconds + --grace-seconds plus this, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,9 @@ def _die_with_parent() -> None:
 class Supervisor:
     """Starts the workers, forwards signals, and decides the exit code."""
 
-    def __init__(self, specs: list[WorkerSpec], grace_seconds: float) -> None:
+    def __init__(self, specs: list[WorkerSpec], stop_seconds: float) -> None:
         self.specs = specs
-        self.grace_seconds = grace_seconds
+        self.stop_seconds = stop_seconds  # --drain-seconds + --grace-seconds: how long a worker may take to stop
         self.procs: dict[int, subprocess.Popen] = {}
         self.stopping_since: float | None = None
 
@@ -192,9 +193,9 @@ class Supervisor:
                     self.stopping_since = time.monotonic()
                     self.signal_all(signal.SIGTERM)
             if (running and self.stopping_since is not None
-                    and time.monotonic() - self.stopping_since > self.grace_seconds + KILL_MARGIN_S):
+                    and time.monotonic() - self.stopping_since > self.stop_seconds + KILL_MARGIN_S):
                 log.error("workers %s still running %.0fs after SIGTERM; killing them",
-                          sorted(running), self.grace_seconds + KILL_MARGIN_S)
+                          sorted(running), self.stop_seconds + KILL_MARGIN_S)
                 for p in running.values():
                     p.kill()
                 failed = True
@@ -208,7 +209,7 @@ def supervise(config: ServerConfig) -> int:
     try:
         with reserve_port(config.host, config.port) as port:
             specs = plan_workers(config, port, usable_cores(), dict(os.environ))
-            sup = Supervisor(specs, config.grace_seconds)
+            sup = Supervisor(specs, config.drain_seconds + config.grace_seconds)
             # Handlers first: a signal during start-up still reaches every started worker.
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, sup.on_signal)

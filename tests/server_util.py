@@ -52,7 +52,7 @@ def running_server(models: pathlib.Path, **overrides) -> Iterator[InProcessServe
     from server.main import AvatarServer
 
     settings = dict(models=models, host="127.0.0.1", port=0, device="cpu", log_format="text",
-                    log_level="WARNING", grace_seconds=0.0)
+                    log_level="WARNING", grace_seconds=0.0, drain_seconds=0.0)
     settings.update(overrides)
     config = ServerConfig(**settings).validate()
     loop = asyncio.new_event_loop()

@@ -140,12 +140,14 @@ def test_probes_use_the_grpc_health_service_on_the_grpc_port():
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # time to load models
 
 
-def test_shutdown_fits_in_the_termination_grace_period():
+def test_shutdown_fits_in_the_termination_grace_period(tmp_path):
     pod = _one("Deployment")["spec"]["template"]["spec"]
     pre_stop = _container()["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    drain = float(pre_stop[1]) + float(_config_env()["MOE_AVATAR_GRACE_SECONDS"])
-    assert pod["terminationGracePeriodSeconds"] > drain
+    config = load_config([], environ={**_config_env(), "MOE_AVATAR_MODELS": str(tmp_path)})  # defaults included
+    assert config.grace_seconds == float(_config_env()["MOE_AVATAR_GRACE_SECONDS"])
+    shutdown = float(pre_stop[1]) + config.drain_seconds + config.grace_seconds
+    assert pod["terminationGracePeriodSeconds"] > shutdown
 
 
 def test_resources_request_one_gpu_and_bound_cpu_and_memory():

@@ -327,6 +327,35 @@ def test_draining_server_refuses_new_calls_with_unavailable(server):
         server.call(drain(False))
 
 
+def test_drain_period_refuses_new_calls_before_the_port_closes(model_repo):
+    """--drain-seconds: after shutdown begins, health says NOT_SERVING and the port stays open
+    answering new calls with UNAVAILABLE (the guard's "shutting down", which clients retry
+    on another replica) instead of closing at once, where a call arriving in that instant can
+    be CANCELLED by gRPC itself (a rare failure of the rolling-update test before the drain)."""
+    with running_server(model_repo, drain_seconds=2.0) as s:
+        channel = grpc.insecure_channel(s.target)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        async def stop() -> None:
+            await s.server.stop(0)
+
+        stopping = asyncio.run_coroutine_threadsafe(stop(), s.loop)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        details = []
+        while time.monotonic() - started < 1.0:  # well inside the drain: each call on a new connection
+            late = grpc.insecure_channel(s.target)
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.AvatarServiceStub(late).ListModels(pb.ListModelsRequest(), timeout=5)
+            details.append((info.value.code(), info.value.details()))
+            late.close()
+        assert len(details) >= 3 and all(code == grpc.StatusCode.UNAVAILABLE and "shutting down" in text
+                                          for code, text in details), details
+        stopping.result(30)
+        assert time.monotonic() - started >= 2.0  # the port closed only after the drain
+        channel.close()
+
+
 def test_sigterm_under_load(model_repo):
     sigterm_under_load(model_repo, streams=8)
 
