@@ -133,8 +133,8 @@ def test_reconstruction_teaches_g_to_follow_the_caption_and_choose_the_rest_from
     text_said = torch.eye(8)[: len(colours)]
     opt = torch.optim.Adam(g.parameters(), lr=3e-3)
     for _ in range(250):
-        loss = train_gan.reconstruction_l1(g, imgs, text_said, img_t, heads, said) \
-            + train_gan.reconstruction_l1(g, imgs, torch.zeros_like(text_said), img_t, heads, silent)
+        loss = train_gan.reconstruction_error(g, imgs, text_said, img_t, heads, said).mean() \
+            + train_gan.reconstruction_error(g, imgs, torch.zeros_like(text_said), img_t, heads, silent).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -21,7 +21,9 @@ caption's T and a z that encodes the render's *unstated* attributes (training.la
 `latent` picks the layout, "buckets" or "argmax"; `code_jitter: true` also codes each render's
 position/scale/shade draws, so caption + z determine the render exactly): L1, paired, the pix2pix half of the
 objective. It teaches G directly which pixels every attribute owns and that z chooses what
-the caption leaves open, far faster per CPU-second than the adversarial signal. With
+the caption leaves open, far faster per CPU-second than the adversarial signal.
+`rec_detail_weight` w weighs the L1 by 1 + w on the pixels a render's head accessories and
+irises own (training.detail): plain L1 leaves small parts undrawn. With
 `adversarial: false` a stage trains by reconstruction alone (no D, no CLIP or attribute
 loss: several times cheaper per step); a later stage with `--init` adds the adversarial
 terms to sharpen.
@@ -84,13 +86,13 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
     return out, norm.pow(p).mean(), feats
 
 
-def reconstruction_l1(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
-                      caption_targets: Targets, layout: str = "buckets", jitter: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 of G redrawing each real render from its caption's T and a z that encodes what the
-    caption leaves open (training.latent, in `layout`; with the render's `jitter` draws if
-    given), averaged over the batch."""
+def reconstruction_error(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
+                         caption_targets: Targets, layout: str = "buckets", jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """|G - real| per pixel [B, C, H, W] of G redrawing each real render from its caption's T
+    and a z that encodes what the caption leaves open (training.latent, in `layout`; with the
+    render's `jitter` draws if given)."""
     z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim, layout, jitter=jitter).to(real.device)
-    return (g(z, text) - real).abs().mean()
+    return (g(z, text) - real).abs()
 
 
 def load_clip_image_heads(path: Path, embed_dim: int) -> AttributeHeads:
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     rec_weight = float(tcfg.get("rec_weight", 0.0))
     latent_layout = tcfg.get("latent", "buckets")  # training.latent.LAYOUTS
     code_jitter = bool(tcfg.get("code_jitter", False))
+    rec_detail_weight = float(tcfg.get("rec_detail_weight", 0.0))
     adversarial = bool(tcfg.get("adversarial", True))
     if rec_weight:
         if data.attributes is None:
@@ -167,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
                              "(synthesise the dataset again)")
         check_z_dim(cfg["model"]["z_dim"], latent_layout, code_jitter)  # fails here, not at the first step
+    if rec_detail_weight and not rec_weight:
+        raise ValueError("rec_detail_weight weighs the reconstruction loss: it needs rec_weight > 0")
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     if clip_attr_weight and data.attributes is None:
@@ -177,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
     img_targets = image_targets(data.attributes) if labelled else None
     head_sets = head_set_index(data.attributes) if rec_weight else None
     jitter = torch.from_numpy(data.jitter) if rec_weight and code_jitter else None
+    detail = None
+    if rec_detail_weight:
+        from training.detail import load_or_make_detail_masks
+        detail = torch.from_numpy(load_or_make_detail_masks(data, res, progress=d.main and not args.quiet))
 
     # channels_last: the same arithmetic in the layout oneDNN (and cuDNN) convolve fastest.
     g = build_generator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
@@ -287,9 +296,14 @@ def run(args: argparse.Namespace) -> int:
         if rec_weight:
             # Redraw each real render from its caption and a z that says what the caption leaves open.
             with autocast(device, tcfg["precision"]):
-                rec_l1 = reconstruction_l1(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice), latent_layout,
-                                           None if jitter is None else jitter[rows])
-                loss_g = loss_g + rec_weight * rec_l1
+                rec_err = reconstruction_error(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice),
+                                               latent_layout, None if jitter is None else jitter[rows])
+                rec_l1 = rec_err.mean()
+                if detail is None:
+                    loss_g = loss_g + rec_weight * rec_l1
+                else:  # 1 + w on the accessories' and irises' pixels
+                    weight = 1.0 + rec_detail_weight * detail[rows].to(device, rec_err.dtype)[:, None]
+                    loss_g = loss_g + rec_weight * (rec_err * weight).mean()
             row["rec_l1"] = rec_l1
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
