@@ -83,9 +83,14 @@ def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndar
             bar.update(1)
     bar.close()
     packed = np.stack(bits)
-    try:
-        np.save(arr_p, packed)
-        key_p.write_text(json.dumps(key))
+    try:  # write-then-rename: ranks of a distributed run may all build and save the same cache
+        tmp = arr_p.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, packed)
+        os.replace(tmp, arr_p)
+        tmp = key_p.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(key))
+        os.replace(tmp, key_p)
     except OSError:
         pass  # read-only dataset folder: just no cache
     return np.unpackbits(packed, axis=1, count=size * size).reshape(-1, size, size).astype(bool)
