@@ -180,7 +180,7 @@ def test_frozen_clip_heads_check_the_caption_in_gs_images(tiny_data: Path, tmp_p
     clip_dir = tmp_path / "clip"
     assert train_clip.run(_args(train_clip, ["--data", str(tiny_data), "--config", "clip-test", "--out", str(clip_dir), "--quiet"])) == 0
     ckpt = torch.load(clip_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    heads = train_gan.load_clip_image_heads(clip_dir / "checkpoint.pt", ckpt["config"]["model"]["embed_dim"])
+    heads = train_gan.clip_image_heads(ckpt, ckpt["config"]["model"]["embed_dim"], clip_dir / "checkpoint.pt")
     assert not any(p.requires_grad for p in heads.parameters())
     assert torch.equal(heads.heads["eye_color"].weight, ckpt["attribute_heads"]["image.heads.eye_color.weight"])
 

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -232,6 +233,24 @@ def _save_cache(root: Path, size: int, key: dict, arr: np.ndarray, files: list[s
         pass  # read-only dataset folder: just no cache
 
 
+def parallel_map(fn: Callable, jobs: list, desc: str, progress: bool, processes: int, chunksize: int) -> list:
+    """[fn(job) for job in jobs], in order, with a progress bar; in a pool of `processes` when
+    there are enough jobs for one to pay (PARALLEL_MIN). `fn` must be a module-level function."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
+    results = []
+    if len(jobs) >= PARALLEL_MIN and processes > 1:
+        with get_context("spawn").Pool(processes) as pool:  # no fork of a threaded process
+            for res in pool.imap(fn, jobs, chunksize=chunksize):
+                results.append(res)
+                bar.update(1)
+    else:
+        for job in jobs:
+            results.append(fn(job))
+            bar.update(1)
+    bar.close()
+    return results
+
+
 # ----------------------------------------------------------------------------- API
 def load_dataset(root, size: int | None = None, skip_bad: bool = False, progress: bool = True,
                  limit: int | None = None) -> AvatarData:
@@ -255,18 +274,8 @@ def load_dataset(root, size: int | None = None, skip_bad: bool = False, progress
         kept = [by_name[f] for f in files]
     else:
         jobs = [(str(root / r.file_name), size) for r in rows]
-        bar = tqdm(total=len(jobs), desc=f"load {root.name}", unit="img", disable=not progress)
-        results: list[np.ndarray | str] = []
-        if len(jobs) >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
-            with get_context("spawn").Pool(min(4, os.cpu_count() or 1)) as pool:  # no fork of a threaded process
-                for res in pool.imap(_decode, jobs, chunksize=256):
-                    results.append(res)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                results.append(_decode(job))
-                bar.update(1)
-        bar.close()
+        results: list[np.ndarray | str] = parallel_map(_decode, jobs, f"load {root.name}", progress,
+                                                       processes=min(4, os.cpu_count() or 1), chunksize=256)
         kept, arrays = [], []
         for r, res in zip(rows, results):
             if isinstance(res, str):

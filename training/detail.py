@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from multiprocessing import get_context
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from training.attributes import ATTRIBUTES
-from training.dataset import PARALLEL_MIN
+from training.dataset import parallel_map
 from training.render import render_avatar
 
 THRESHOLD = 6  # a channel must change by more than this (of 255) for the pixel to count
@@ -55,6 +54,14 @@ def _one(job: tuple[dict, list[float], int]) -> np.ndarray:
     return np.packbits(detail_mask(*job))
 
 
+def _replace(path: Path, write: Callable) -> None:
+    """Write-then-rename: the ranks of a distributed run may all build and save the same cache."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
 def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndarray:
     """bool [N, size, size] detail masks of a labelled dataset (training.dataset.AvatarData)
     with its jitter draws, cached in the dataset folder."""
@@ -64,33 +71,18 @@ def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndar
     key = {"version": VERSION, "size": size, "threshold": THRESHOLD,
            "files": hashlib.sha1("\n".join(data.files).encode()).hexdigest()}
     arr_p, key_p = data.root / f"detail_{size}.npy", data.root / f"detail_{size}.json"
+    packed = None
     try:
         if json.loads(key_p.read_text()) == key:
-            return np.unpackbits(np.load(arr_p), axis=1, count=size * size).reshape(-1, size, size).astype(bool)
+            packed = np.load(arr_p)
     except (OSError, ValueError):
         pass
-    jobs = [(a, [float(u) for u in j[~np.isnan(j)]], size) for a, j in zip(data.attributes, data.jitter)]
-    bar = tqdm(total=len(jobs), desc="detail masks", unit="img", disable=not progress)
-    bits = []
-    if len(jobs) >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
-        with get_context("spawn").Pool(os.cpu_count()) as pool:  # no fork of a threaded process
-            for b in pool.imap(_one, jobs, chunksize=128):
-                bits.append(b)
-                bar.update(1)
-    else:
-        for job in jobs:
-            bits.append(_one(job))
-            bar.update(1)
-    bar.close()
-    packed = np.stack(bits)
-    try:  # write-then-rename: ranks of a distributed run may all build and save the same cache
-        tmp = arr_p.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, packed)
-        os.replace(tmp, arr_p)
-        tmp = key_p.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(key))
-        os.replace(tmp, key_p)
-    except OSError:
-        pass  # read-only dataset folder: just no cache
+    if packed is None:
+        jobs = [(a, [float(u) for u in j[~np.isnan(j)]], size) for a, j in zip(data.attributes, data.jitter)]
+        packed = np.stack(parallel_map(_one, jobs, "detail masks", progress, processes=os.cpu_count() or 1, chunksize=128))
+        try:
+            _replace(arr_p, lambda f: np.save(f, packed))
+            _replace(key_p, lambda f: f.write(json.dumps(key).encode()))
+        except OSError:
+            pass  # read-only dataset folder: just no cache
     return np.unpackbits(packed, axis=1, count=size * size).reshape(-1, size, size).astype(bool)

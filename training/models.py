@@ -294,12 +294,22 @@ def _read_checkpoint(path: str | Path, family: str) -> dict[str, Any]:
     return ckpt
 
 
-def load_clip_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the CLIP from its checkpoint alone; returns (model in eval mode, config)."""
-    ckpt = _read_checkpoint(path, CLIP_FAMILY)
+def read_clip_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A CLIP checkpoint's dict (its family checked), for callers that need more of it than
+    the model (train_gan's frozen attribute heads): read the file once."""
+    return _read_checkpoint(path, CLIP_FAMILY)
+
+
+def clip_from_checkpoint(ckpt: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the CLIP from a checkpoint dict; returns (model in eval mode, config)."""
     model = build_clip(ckpt["config"]["model"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt["config"]
+
+
+def load_clip_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the CLIP from its checkpoint alone; returns (model in eval mode, config)."""
+    return clip_from_checkpoint(read_clip_checkpoint(path))
 
 
 def load_gan_checkpoint(path: str | Path, weights: str = "ema") -> tuple[Generator, dict[str, Any], dict[str, Any]]:

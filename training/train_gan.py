@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.models import (build_discriminator, build_generator, count_params, encode_images, encode_texts, gan_checkpoint,
-                             load_clip_checkpoint, load_config, noise_from_seeds)
+from training.models import (build_discriminator, build_generator, clip_from_checkpoint, count_params, encode_images, encode_texts,
+                             gan_checkpoint, load_config, noise_from_seeds, read_clip_checkpoint)
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
@@ -95,10 +95,10 @@ def reconstruction_error(g, real: torch.Tensor, text: torch.Tensor, image_target
     return (g(z, text) - real).abs()
 
 
-def load_clip_image_heads(path: Path, embed_dim: int) -> AttributeHeads:
-    """The CLIP run's image attribute heads (training.labels), frozen: a fixed reader of every
-    family in an image embedding, trained on real renders only, that G cannot co-adapt with."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def clip_image_heads(ckpt: dict, embed_dim: int, path: Path) -> AttributeHeads:
+    """The CLIP run's image attribute heads (training.labels) from its checkpoint dict `ckpt`
+    (read from `path`), frozen: a fixed reader of every family in an image embedding, trained
+    on real renders only, that G cannot co-adapt with."""
     if "attribute_heads" not in ckpt:
         raise ValueError(f"clip_attr_weight needs a CLIP checkpoint trained with attr_weight > 0; {path} has no attribute heads")
     heads = AttributeHeads(embed_dim)
@@ -145,11 +145,13 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out, d.main)
     seed_everything(tcfg["seed"] + d.rank)
 
-    clip, clip_cfg = load_clip_checkpoint(args.clip)
+    clip_ckpt = read_clip_checkpoint(args.clip)
+    clip, clip_cfg = clip_from_checkpoint(clip_ckpt)
     clip.to(device).requires_grad_(False)
     embed_dim = clip.text_projection.shape[1]
     clip_attr_weight = float(tcfg.get("clip_attr_weight", 0.0))
-    clip_heads = load_clip_image_heads(args.clip, embed_dim).to(device) if clip_attr_weight else None
+    clip_heads = clip_image_heads(clip_ckpt, embed_dim, args.clip).to(device) if clip_attr_weight else None
+    del clip_ckpt  # its optimizer state is most of the file
     context = clip_cfg["model"]["text_cfg"]["context_length"]
     cfg["clip"] = {"checkpoint": str(args.clip), "config": clip_cfg["name"], "embed_dim": embed_dim}
 
