@@ -6,14 +6,17 @@ background). A head accessory covers about 7 % of the pixels of a render that we
 the irises about 1 %, so the cpu recipe's reconstruction stage drew no accessories at all
 (judge recall <= 0.04 on its redraws): for a pixel an accessory covers in a fifth of the
 renders, L1's best guess is "no accessory" until G reads the condition perfectly. Weighting
-the pixels of the accessories a render *wears* makes a missing accessory cost more than a
-spurious one, so G draws them (chibi-64's MODEL_CARD has the measurements). Weighting the
-region where any accessory *could* be, on every render, does not: it leaves L1's best guess
-where it was.
+the pixels of the accessories a render *wears* (plane 0, `rec_detail_weight`) makes a
+missing accessory cost more than a spurious one, so G draws them, but then draws faint
+copies of several where it is unsure. Weighting the region where any accessory *could* be
+(plane 1, `rec_region_weight`), on every render, makes a spurious one cost as much: alone it
+leaves L1's best guess at "none", added to the first it makes the drawing conditional
+(chibi-64's MODEL_CARD has the measurements).
 
-Each mask is exact, from the renderer: the render is drawn again from its own attributes and
-jitter draws without its head accessories, and with another eye colour; the pixels that
-change are the mask. Computed once per dataset and resolution and cached next to the data
+Each mask is exact, from the renderer, with the render's own jitter draws: plane 0 is the
+pixels that change when the render is drawn again without its head accessories and with
+another eye colour; plane 1 the pixels any single head accessory would cover on it.
+Computed once per dataset and resolution and cached next to the data
 (``detail_{size}.npy``, packed bits, with its key in ``detail_{size}.json``).
 """
 from __future__ import annotations
@@ -26,28 +29,34 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from training.attributes import ATTRIBUTES
+from training.attributes import ATTRIBUTES, HEAD_ITEMS
 from training.dataset import parallel_map
 from training.render import render_avatar
 
 THRESHOLD = 6  # a channel must change by more than this (of 255) for the pixel to count
-VERSION = 1  # bump when the mask's definition changes: old caches are rebuilt
+VERSION = 2  # bump when the mask's definition changes: old caches are rebuilt
+
+
+OWN, REGION = 0, 1  # the planes of a detail mask
 
 
 def detail_mask(attrs: dict, jitter: Sequence[float], size: int) -> np.ndarray:
-    """bool [size, size]: the pixels this render's head accessories and iris colour own."""
-    base = np.asarray(render_avatar(attrs, size, jitter=jitter), np.int16)
+    """bool [2, size, size]: the pixels this render's head accessories and iris colour own
+    (plane OWN), and the pixels any single head accessory would cover on it (plane REGION)."""
+    def draw(**override) -> np.ndarray:
+        return np.asarray(render_avatar(dict(attrs, **override), size, jitter=jitter), np.int16)
 
-    def changed(**override) -> np.ndarray:
-        other = np.asarray(render_avatar(dict(attrs, **override), size, jitter=jitter), np.int16)
-        return np.abs(base - other).max(-1) > THRESHOLD
+    def differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.abs(a - b).max(-1) > THRESHOLD
 
+    base, bare = draw(), draw(head_accessory=[])
     colours = ATTRIBUTES["eye_color"]
     far = colours[(colours.index(attrs["eye_color"]) + len(colours) // 2) % len(colours)]
-    mask = changed(eye_color=far)
-    if attrs["head_accessory"]:
-        mask |= changed(head_accessory=[])
-    return mask
+    own = differ(base, draw(eye_color=far)) | differ(base, bare)
+    region = np.zeros_like(own)
+    for item in HEAD_ITEMS:
+        region |= differ(draw(head_accessory=[item]), bare)
+    return np.stack([own, region])
 
 
 def _one(job: tuple[dict, list[float], int]) -> np.ndarray:
@@ -63,7 +72,7 @@ def _replace(path: Path, write: Callable) -> None:
 
 
 def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndarray:
-    """bool [N, size, size] detail masks of a labelled dataset (training.dataset.AvatarData)
+    """bool [N, 2, size, size] detail masks (planes OWN, REGION) of a labelled dataset (training.dataset.AvatarData)
     with its jitter draws, cached in the dataset folder."""
     if data.attributes is None or data.jitter is None:
         raise ValueError(f"detail masks need each render's attributes and jitter draws; {data.root} has none "
@@ -85,4 +94,4 @@ def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndar
             _replace(key_p, lambda f: f.write(json.dumps(key).encode()))
         except OSError:
             pass  # read-only dataset folder: just no cache
-    return np.unpackbits(packed, axis=1, count=size * size).reshape(-1, size, size).astype(bool)
+    return np.unpackbits(packed, axis=1, count=2 * size * size).reshape(-1, 2, size, size).astype(bool)

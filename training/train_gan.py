@@ -23,7 +23,8 @@ position/scale/shade draws, so caption + z determine the render exactly): L1, pa
 objective. It teaches G directly which pixels every attribute owns and that z chooses what
 the caption leaves open, far faster per CPU-second than the adversarial signal.
 `rec_detail_weight` w weighs the L1 by 1 + w on the pixels a render's head accessories and
-irises own (training.detail): plain L1 leaves small parts undrawn. With
+irises own (training.detail): plain L1 leaves small parts undrawn; `rec_region_weight` w_r
+adds w_r where any head accessory could be, so a spurious one costs too. With
 `adversarial: false` a stage trains by reconstruction alone (no D, no CLIP or attribute
 loss: several times cheaper per step); a later stage with `--init` adds the adversarial
 terms to sharpen.
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     latent_layout = tcfg.get("latent", "buckets")  # training.latent.LAYOUTS
     code_jitter = bool(tcfg.get("code_jitter", False))
     rec_detail_weight = float(tcfg.get("rec_detail_weight", 0.0))
+    rec_region_weight = float(tcfg.get("rec_region_weight", 0.0))
     adversarial = bool(tcfg.get("adversarial", True))
     if rec_weight:
         if data.attributes is None:
@@ -172,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
                              "(synthesise the dataset again)")
         check_z_dim(cfg["model"]["z_dim"], latent_layout, code_jitter)  # fails here, not at the first step
-    if rec_detail_weight and not rec_weight:
-        raise ValueError("rec_detail_weight weighs the reconstruction loss: it needs rec_weight > 0")
+    for name, value in (("rec_detail_weight", rec_detail_weight), ("rec_region_weight", rec_region_weight)):
+        if value and not rec_weight:
+            raise ValueError(f"{name} weighs the reconstruction loss: it needs rec_weight > 0")
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     if clip_attr_weight and data.attributes is None:
@@ -185,9 +188,13 @@ def run(args: argparse.Namespace) -> int:
     head_sets = head_set_index(data.attributes) if rec_weight else None
     jitter = torch.from_numpy(data.jitter) if rec_weight and code_jitter else None
     detail = None
-    if rec_detail_weight:
-        from training.detail import load_or_make_detail_masks
-        detail = torch.from_numpy(load_or_make_detail_masks(data, res, progress=d.main and not args.quiet))
+    if rec_detail_weight or rec_region_weight:
+        from training.detail import OWN, REGION, load_or_make_detail_masks
+        masks = load_or_make_detail_masks(data, res, progress=d.main and not args.quiet)
+        # One weight map per render: 1 + w on its own accessories and irises + w_r where any accessory could be.
+        weights = 1 + np.float32(rec_detail_weight) * masks[:, OWN] + np.float32(rec_region_weight) * masks[:, REGION]
+        detail = torch.from_numpy(weights).to(torch.float16)  # small integers in practice: exact, half the memory
+        del masks, weights
 
     # channels_last: the same arithmetic in the layout oneDNN (and cuDNN) convolve fastest.
     g = build_generator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
@@ -303,8 +310,8 @@ def run(args: argparse.Namespace) -> int:
                 rec_l1 = rec_err.mean()
                 if detail is None:
                     loss_g = loss_g + rec_weight * rec_l1
-                else:  # 1 + w on the accessories' and irises' pixels
-                    weight = 1.0 + rec_detail_weight * detail[rows].to(device, rec_err.dtype)[:, None]
+                else:  # the detail weight map (above)
+                    weight = detail[rows].to(device, rec_err.dtype)[:, None]
                     loss_g = loss_g + rec_weight * (rec_err * weight).mean()
             row["rec_l1"] = rec_l1
         opt_g.zero_grad(set_to_none=True)
