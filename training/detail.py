@@ -35,8 +35,6 @@ from training.render import render_avatar
 
 THRESHOLD = 6  # a channel must change by more than this (of 255) for the pixel to count
 VERSION = 2  # bump when the mask's definition changes: old caches are rebuilt
-
-
 OWN, REGION = 0, 1  # the planes of a detail mask
 
 

@@ -187,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
     img_targets = image_targets(data.attributes) if labelled else None
     head_sets = head_set_index(data.attributes) if rec_weight else None
     jitter = torch.from_numpy(data.jitter) if rec_weight and code_jitter else None
-    detail = None
+    pixel_weight = None
     if rec_detail_weight or rec_region_weight:
         from training.detail import OWN, REGION, load_or_make_detail_masks
         masks = load_or_make_detail_masks(data, res, progress=d.main and not args.quiet)
         # One weight map per render: 1 + w on its own accessories and irises + w_r where any accessory could be.
         weights = 1 + np.float32(rec_detail_weight) * masks[:, OWN] + np.float32(rec_region_weight) * masks[:, REGION]
-        detail = torch.from_numpy(weights).to(torch.float16)  # small integers in practice: exact, half the memory
+        pixel_weight = torch.from_numpy(weights).to(torch.float16)  # small integers in practice: exact, half the memory
         del masks, weights
 
     # channels_last: the same arithmetic in the layout oneDNN (and cuDNN) convolve fastest.
@@ -308,10 +308,10 @@ def run(args: argparse.Namespace) -> int:
                 rec_err = reconstruction_error(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice),
                                                latent_layout, None if jitter is None else jitter[rows])
                 rec_l1 = rec_err.mean()
-                if detail is None:
+                if pixel_weight is None:
                     loss_g = loss_g + rec_weight * rec_l1
-                else:  # the detail weight map (above)
-                    weight = detail[rows].to(device, rec_err.dtype)[:, None]
+                else:  # the per-pixel weight map (above)
+                    weight = pixel_weight[rows].to(device, rec_err.dtype)[:, None]
                     loss_g = loss_g + rec_weight * (rec_err * weight).mean()
             row["rec_l1"] = rec_l1
         opt_g.zero_grad(set_to_none=True)
