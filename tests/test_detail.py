@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from training import train_gan
-from training.attributes import NEUTRAL_ATTRIBUTES
+from training.attributes import HEAD_ITEMS, NEUTRAL_ATTRIBUTES
 from training.cli import main as train_main
 from training.dataset import load_dataset
-from training.attributes import HEAD_ITEMS
 from training.detail import OWN, REGION, detail_mask, load_or_make_detail_masks
 from training.render import render_avatar, sample_jitter
 

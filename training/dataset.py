@@ -221,14 +221,21 @@ def _load_cache(root: Path, size: int, key: dict) -> tuple[np.ndarray, list[str]
         return None
 
 
+def write_atomically(path: Path, write: Callable) -> None:
+    """`write(f)` into a file of this process's own, then rename it to `path`: the ranks of a
+    distributed run may all build and save the same cache, and a reader never sees half a file."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
 def _save_cache(root: Path, size: int, key: dict, arr: np.ndarray, files: list[str], bad: list[str]) -> None:
     arr_p, key_p = _cache_paths(root, size)
+    meta = json.dumps({"key": key, "files": files, "bad_rows": bad}, ensure_ascii=False).encode("utf-8")
     try:
-        tmp = arr_p.with_suffix(".tmp.npy")
-        np.save(tmp, arr)
-        tmp.replace(arr_p)
-        key_p.write_text(json.dumps({"key": key, "files": files, "bad_rows": bad}, ensure_ascii=False),
-                         encoding="utf-8")
+        write_atomically(arr_p, lambda f: np.save(f, arr))
+        write_atomically(key_p, lambda f: f.write(meta))
     except OSError:
         pass  # read-only dataset folder: just no cache
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from training.attributes import ATTRIBUTES, HEAD_ITEMS
-from training.dataset import parallel_map
+from training.dataset import parallel_map, write_atomically
 from training.render import render_avatar
 
 THRESHOLD = 6  # a channel must change by more than this (of 255) for the pixel to count
@@ -47,26 +46,20 @@ def detail_mask(attrs: dict, jitter: Sequence[float], size: int) -> np.ndarray:
     def differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.abs(a - b).max(-1) > THRESHOLD
 
-    base, bare = draw(), draw(head_accessory=[])
+    worn = list(attrs["head_accessory"])
+    base = draw()
+    bare = draw(head_accessory=[]) if worn else base  # reuse a render rather than draw it again
     colours = ATTRIBUTES["eye_color"]
     far = colours[(colours.index(attrs["eye_color"]) + len(colours) // 2) % len(colours)]
     own = differ(base, draw(eye_color=far)) | differ(base, bare)
     region = np.zeros_like(own)
     for item in HEAD_ITEMS:
-        region |= differ(draw(head_accessory=[item]), bare)
+        region |= differ(base if worn == [item] else draw(head_accessory=[item]), bare)
     return np.stack([own, region])
 
 
 def _one(job: tuple[dict, list[float], int]) -> np.ndarray:
     return np.packbits(detail_mask(*job))
-
-
-def _replace(path: Path, write: Callable) -> None:
-    """Write-then-rename: the ranks of a distributed run may all build and save the same cache."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndarray:
@@ -88,8 +81,8 @@ def load_or_make_detail_masks(data, size: int, progress: bool = True) -> np.ndar
         jobs = [(a, [float(u) for u in j[~np.isnan(j)]], size) for a, j in zip(data.attributes, data.jitter)]
         packed = np.stack(parallel_map(_one, jobs, "detail masks", progress, processes=os.cpu_count() or 1, chunksize=128))
         try:
-            _replace(arr_p, lambda f: np.save(f, packed))
-            _replace(key_p, lambda f: f.write(json.dumps(key).encode()))
+            write_atomically(arr_p, lambda f: np.save(f, packed))
+            write_atomically(key_p, lambda f: f.write(json.dumps(key).encode()))
         except OSError:
             pass  # read-only dataset folder: just no cache
     return np.unpackbits(packed, axis=1, count=2 * size * size).reshape(-1, 2, size, size).astype(bool)
