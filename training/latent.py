@@ -189,3 +189,25 @@ def _decode_argmax(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch
     scores = gumbel[:, _HEAD_START:] + _head_logp(len(z))
     out[MULTI_VALUED] = scores.masked_fill(~allowed, -1e9).argmax(1)
     return out
+
+
+# ----------------------------------------------------------------------------- the attribute prior
+# Model option `prior` (training.models.AttributePrior) replaces both layouts above: G itself
+# turns T into p(value | caption) for every family and the head-accessory set, and picks each
+# one by Gumbel-max with z's first dims (one dim per value, as in layout "argmax"). Training
+# then hands G the render's true values instead (`attribute_indices`): no z code to invert,
+# and nothing for G to unlearn when z and the caption disagree at serving time.
+CODE_BLOCKS: list[int] = [k for _, _, k in _BLOCKS] + [len(HEAD_SETS)]  # values per block, families then head sets
+CODE_DIMS = sum(CODE_BLOCKS)
+
+
+def attribute_indices(attrs: list[dict]) -> torch.Tensor:
+    """[N, len(CODE_BLOCKS)] each render's value index per single-valued family (hidden ones
+    too: they exist, the render just does not show them) and its HEAD_SETS index."""
+    fams = torch.tensor([[ATTRIBUTES[f].index(a[f]) for f in SINGLE_FAMILIES] for a in attrs], dtype=torch.long)
+    return torch.cat([fams.reshape(len(attrs), len(SINGLE_FAMILIES)), head_set_index(attrs)[:, None]], dim=1)
+
+
+def indices_to_code(indices: torch.Tensor) -> torch.Tensor:
+    """[N, blocks] value indices -> [N, CODE_DIMS] one-hot per block (what G's prior picks)."""
+    return torch.cat([torch.nn.functional.one_hot(indices[:, b], k) for b, k in enumerate(CODE_BLOCKS)], dim=1).float()

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training.labels import AttributeHeads
+from training.latent import CODE_BLOCKS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -161,32 +162,84 @@ def _channel_plan(base: int, resolution: int, ch_mult: list[int]) -> list[int]:
     return [base * m for m in ch_mult]
 
 
+class AttributePrior(nn.Module):
+    """T -> log p(value | caption) for each block of values (training.latent.CODE_BLOCKS), and
+    the pick: Gumbel-max of those log-probabilities with z's first dims as the noise.
+
+    Why: with a plain [z, T] condition, G has to learn on its own to take a family from T
+    where the caption states it and from z where it does not, and a chibi-64 trained that
+    way drew the head accessory a caption named in a quarter of its images. Here that
+    decision is explicit: a stated value has probability ~1 whatever z says, an open family
+    keeps the data's frequencies (each z dim N(0, 1) -> a standard Gumbel), and G's blocks
+    see a one-hot of the picked values. Trained by cross-entropy on the renders' true values
+    given their captions (train_gan's prior_weight); its pick has no gradient.
+    """
+
+    def __init__(self, embed_dim: int, blocks: list[int], hidden: int = 256):
+        super().__init__()
+        self.blocks = list(blocks)
+        self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, sum(blocks)))
+
+    def forward(self, text_scaled: torch.Tensor) -> list[torch.Tensor]:
+        """Logits per block (T already scaled by sqrt(embed_dim))."""
+        return list(torch.split(self.net(text_scaled), self.blocks, dim=1))
+
+    def pick(self, logits: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """One-hot [B, sum(blocks)] of argmax(log p + Gumbel(z)) per block."""
+        # N(0, 1) -> U(0, 1) -> Gumbel(0, 1), written with erf so that it exports to ONNX.
+        u = (0.5 * (1.0 + torch.erf(z[:, :sum(self.blocks)] * 0.7071067811865476))).clamp(1e-6, 1.0 - 1e-6)
+        gumbel = torch.split(-torch.log(-torch.log(u)), self.blocks, dim=1)
+        parts = []
+        for lg, g in zip(logits, gumbel):
+            score = F.log_softmax(lg, dim=1) + g
+            parts.append((score == score.amax(dim=1, keepdim=True)).to(z.dtype))
+        return torch.cat(parts, dim=1)
+
+
 class Generator(nn.Module):
     """G(z, T, psi) -> RGBA in [-1, 1]. Truncation: z_eff = psi * z (toward G(0, T)).
 
     The condition is [z, T * sqrt(embed_dim)]: T is a unit vector, so the scale gives its
     entries the same size as z's (N(0, 1)) and the text is not a whisper next to the noise.
-    Both feed the 4x4 start and every block's affines.
+    Both feed the 4x4 start and every block's affines. With `prior_blocks` (model option
+    `prior`), z's first sum(prior_blocks) dims are replaced by the AttributePrior's one-hot
+    pick (or by `code`, the true values, when training reconstructs a render).
     """
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
-                 channels: int = 4, cond_hidden: int = 128):
+                 channels: int = 4, cond_hidden: int = 128, prior_blocks: list[int] | None = None):
         super().__init__()
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
+        self.prior = None
+        if prior_blocks is not None:
+            if z_dim < sum(prior_blocks):
+                raise ValueError(f"z_dim {z_dim} is smaller than the {sum(prior_blocks)} dims the attribute prior picks with")
+            self.prior = AttributePrior(embed_dim, prior_blocks)
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
         self.fc = nn.Linear(cond_dim, chans[0] * 4 * 4)
         self.blocks = nn.ModuleList(GBlock(cond_dim, cond_hidden, chans[i], chans[i + 1]) for i in range(len(chans) - 1))
         self.to_rgba = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(chans[-1], channels, 3, 1, 1))
 
-    def forward(self, z: torch.Tensor, text: torch.Tensor, psi: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, text: torch.Tensor, psi: torch.Tensor | None = None,
+                code: torch.Tensor | None = None) -> torch.Tensor:
         if psi is not None:
             z = z * psi.view(-1, 1)
+        if self.prior is not None:
+            if code is None:
+                code = self.prior.pick(self.prior_logits(text), z)
+            z = torch.cat([code.to(z.dtype), z[:, code.shape[1]:]], dim=1)
+        elif code is not None:
+            raise ValueError("code is for a generator with an attribute prior (model option prior)")
         cond = torch.cat([z, text * self.embed_dim ** 0.5], dim=1)
         x = self.fc(cond).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, cond)
         return torch.tanh(self.to_rgba(x))
+
+    def prior_logits(self, text: torch.Tensor) -> list[torch.Tensor]:
+        """The attribute prior's logits per block for unit text embeddings."""
+        return self.prior(text * self.embed_dim ** 0.5)
 
 
 class DBlock(nn.Module):
@@ -256,7 +309,9 @@ class Discriminator(nn.Module):
 
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
-    return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4), m.get("cond_hidden", 128))
+    blocks = CODE_BLOCKS if m.get("prior", False) else None
+    return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4),
+                     m.get("cond_hidden", 128), blocks)
 
 
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:

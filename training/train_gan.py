@@ -28,6 +28,11 @@ adds w_r where any head accessory could be, so a spurious one costs too. With
 `adversarial: false` a stage trains by reconstruction alone (no D, no CLIP or attribute
 loss: several times cheaper per step); a later stage with `--init` adds the adversarial
 terms to sharpen.
+With model option `prior` (training.models.AttributePrior), G turns T into p(value | caption)
+for every family and the head-accessory set and picks the values with z's first dims; the
+reconstruction hands G the render's true values instead of a coded z (so `latent` and
+`code_jitter` do not apply), and `prior_weight` trains the prior by cross-entropy against
+the renders' true values given their captions, in every stage.
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
 `--init CKPT` starts from another GAN run's weights (G from its EMA copy; the next stage of a recipe).
 """
@@ -49,7 +54,7 @@ from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
-from training.latent import check_z_dim, encode_latents, head_set_index
+from training.latent import SINGLE_FAMILIES, attribute_indices, check_z_dim, encode_latents, head_set_index, indices_to_code
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -88,12 +93,35 @@ def ma_gradient_penalty(d, real: torch.Tensor, text: torch.Tensor, p: float = 6.
 
 
 def reconstruction_error(g, real: torch.Tensor, text: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor,
-                         caption_targets: Targets, layout: str = "buckets", jitter: torch.Tensor | None = None) -> torch.Tensor:
+                         caption_targets: Targets, layout: str = "buckets", jitter: torch.Tensor | None = None,
+                         values: torch.Tensor | None = None) -> torch.Tensor:
     """|G - real| per pixel [B, C, H, W] of G redrawing each real render from its caption's T
     and a z that encodes what the caption leaves open (training.latent, in `layout`; with the
-    render's `jitter` draws if given)."""
+    render's `jitter` draws if given). A G with an attribute prior is handed the render's
+    true `values` (training.latent.attribute_indices) in place of its prior's pick instead."""
+    if g.prior is not None:
+        if values is None:
+            raise ValueError("a generator with an attribute prior reconstructs from the renders' true values")
+        z = torch.randn(len(real), g.z_dim, device=real.device)
+        return (g(z, text, code=indices_to_code(values).to(real.device)) - real).abs()
     z = encode_latents(image_targets, head_sets, caption_targets, g.z_dim, layout, jitter=jitter).to(real.device)
     return (g(z, text) - real).abs()
+
+
+def prior_loss(g, text: torch.Tensor, values: torch.Tensor, caption_targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of G's attribute prior against the renders' true values given their
+    captions (its optimum is p(value | caption): one value where the caption states it, the
+    data's frequencies where not), and how often its top value is right where the caption
+    states the family."""
+    logits = g.prior_logits(text)
+    values = values.to(text.device)
+    ce = sum(F.cross_entropy(lg, values[:, b]) for b, lg in enumerate(logits)) / len(logits)
+    hits, stated = text.new_zeros(()), 0
+    for b, fam in enumerate(SINGLE_FAMILIES):
+        said = caption_targets[fam].to(text.device) >= 0
+        hits = hits + (logits[b].argmax(1) == values[:, b])[said].float().sum()
+        stated += int(said.sum())
+    return ce, hits / max(stated, 1)
 
 
 def clip_image_heads(ckpt: dict, embed_dim: int, path: Path) -> AttributeHeads:
@@ -167,7 +195,20 @@ def run(args: argparse.Namespace) -> int:
     rec_detail_weight = float(tcfg.get("rec_detail_weight", 0.0))
     rec_region_weight = float(tcfg.get("rec_region_weight", 0.0))
     adversarial = bool(tcfg.get("adversarial", True))
-    if rec_weight:
+    has_prior = bool(cfg["model"].get("prior", False))
+    prior_weight = float(tcfg.get("prior_weight", 0.0))
+    if has_prior:
+        if data.attributes is None:
+            raise ValueError(f"model option prior needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
+        for name in ("latent", "code_jitter"):
+            if name in tcfg:
+                raise ValueError(f"train.{name} codes z for reconstruction; a generator with model option prior is "
+                                 "handed the true values instead: remove it")
+        if not prior_weight:
+            raise ValueError("model option prior needs train.prior_weight > 0 (nothing else trains the prior)")
+    elif prior_weight:
+        raise ValueError("train.prior_weight trains the attribute prior: it needs model option prior")
+    if rec_weight and not has_prior:
         if data.attributes is None:
             raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
         if code_jitter and data.jitter is None:
@@ -181,12 +222,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
     if clip_attr_weight and data.attributes is None:
         raise ValueError(f"clip_attr_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
-    labelled = bool(cls_weight or rec_weight or clip_attr_weight)
+    labelled = bool(cls_weight or rec_weight or clip_attr_weight or has_prior)
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
                        states=[[c.states for c in caps] for caps in data.captions] if labelled else None)
     img_targets = image_targets(data.attributes) if labelled else None
     head_sets = head_set_index(data.attributes) if rec_weight else None
     jitter = torch.from_numpy(data.jitter) if rec_weight and code_jitter else None
+    values = attribute_indices(data.attributes) if has_prior else None
     pixel_weight = None
     if rec_detail_weight or rec_region_weight:
         from training.detail import OWN, REGION, load_or_make_detail_masks
@@ -306,7 +348,8 @@ def run(args: argparse.Namespace) -> int:
             # Redraw each real render from its caption and a z that says what the caption leaves open.
             with autocast(device, tcfg["precision"]):
                 rec_err = reconstruction_error(g, real, text, batch_targets, head_sets[rows], select(bank.targets, choice),
-                                               latent_layout, None if jitter is None else jitter[rows])
+                                               latent_layout, None if jitter is None else jitter[rows],
+                                               None if values is None else values[rows])
                 rec_l1 = rec_err.mean()
                 if pixel_weight is None:
                     loss_g = loss_g + rec_weight * rec_l1
@@ -314,6 +357,11 @@ def run(args: argparse.Namespace) -> int:
                     weight = pixel_weight[rows].to(device, rec_err.dtype)[:, None]
                     loss_g = loss_g + rec_weight * (rec_err * weight).mean()
             row["rec_l1"] = rec_l1
+        if prior_weight:
+            # The prior learns p(value | caption) from the same batch (its pick above has no gradient).
+            ce, acc = prior_loss(g, text, values[rows], select(bank.targets, choice))
+            loss_g = loss_g + prior_weight * ce
+            row.update(prior_ce=ce, prior_acc_stated=acc)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         average_gradients(g, d)
