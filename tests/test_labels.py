@@ -9,7 +9,7 @@ import torch
 
 from training.attributes import ATTRIBUTES, HEAD_ITEMS, sample_attributes, visible_families
 from training.cli import main as train_main
-from training.labels import AttributeHeads, attribute_loss, caption_targets, image_targets
+from training.labels import AttributeHeads, attribute_loss, caption_targets, image_targets, mention_targets
 
 
 def test_caption_targets_hold_only_what_the_caption_states() -> None:
@@ -25,6 +25,25 @@ def test_caption_targets_hold_only_what_the_caption_states() -> None:
     assert t["head_accessory"][0].tolist() == [1.0 if i == ribbon else -1.0 for i in range(len(HEAD_ITEMS))]
     assert t["head_accessory"][1].tolist() == [0.0] * len(HEAD_ITEMS)
     assert t["head_accessory"][2].tolist() == [-1.0] * len(HEAD_ITEMS)
+
+
+def test_mention_targets_say_which_items_the_text_names() -> None:
+    """The CLIP text heads' targets: where a caption speaks about head accessories, every item
+    it does not name is 0 (so "a ribbon" is a negative for cat ears); the rest as caption_targets."""
+    cap = caption_targets([
+        {"hair_color": "pink", "head_accessory": ["ribbon"]},
+        {"expression": "wink", "head_accessory": []},
+        {"background": "mint"},
+        {"head_accessory": ["cat ears", "flower"]},
+    ])
+    t = mention_targets(cap)
+    ribbon, ears, flower = (HEAD_ITEMS.index(h) for h in ("ribbon", "cat ears", "flower"))
+    assert t["head_accessory"][0].tolist() == [1.0 if i == ribbon else 0.0 for i in range(len(HEAD_ITEMS))]
+    assert t["head_accessory"][1].tolist() == [0.0] * len(HEAD_ITEMS)
+    assert t["head_accessory"][2].tolist() == [-1.0] * len(HEAD_ITEMS)  # silent about accessories: still unknown
+    assert t["head_accessory"][3].tolist() == [1.0 if i in (ears, flower) else 0.0 for i in range(len(HEAD_ITEMS))]
+    assert all(torch.equal(t[f], cap[f]) for f in ATTRIBUTES if f != "head_accessory")
+    assert cap["head_accessory"][0, ears] == -1.0  # the input is not changed
 
 
 def test_image_targets_are_the_ground_truth_of_visible_families() -> None:

@@ -46,6 +46,24 @@ def caption_targets(states: list[dict]) -> Targets:
     return out
 
 
+def mention_targets(caption: Targets) -> Targets:
+    """What each caption *says* (the CLIP text heads' targets): as `caption_targets`, except
+    that where a caption speaks about head accessories, the items it does not name are 0.
+
+    Why: "a ribbon" leaves the render's other items open, so `caption_targets` marks them
+    unknown; but then only "no head accessories" captions gave the text heads a negative,
+    and they learned "some accessory is named -> all five" (chibi-64 0.8.0's CLIP scored all
+    five items positive on 97 % of captions that name some, the named set exactly on none):
+    T then did not carry *which* item was named, and no generator could draw it. Whether the
+    text names an item is always known.
+    """
+    out = dict(caption)
+    heads = caption[MULTI_VALUED]
+    speaks = (heads >= 0).any(dim=1, keepdim=True)
+    out[MULTI_VALUED] = torch.where(speaks & (heads < 0), torch.zeros_like(heads), heads)
+    return out
+
+
 def image_targets(attrs: list[dict]) -> Targets:
     """The full ground truth of each render; families hidden in the render are unknown."""
     out: Targets = {}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            init_distributed, pick_device, rng_state, sample_batch, seed_everything, shutdown_distributed)
-from training.labels import AttributeHeads, attribute_loss, image_targets, read_embedding, select
+from training.labels import AttributeHeads, attribute_loss, image_targets, mention_targets, read_embedding, select
 from training.text import CaptionBank
 
 
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                        states=[[c.states for c in caps] for caps in data.captions] if attr_weight else None)
     images = data.images
     img_targets = image_targets(data.attributes) if attr_weight else None
+    text_targets = mention_targets(bank.targets) if attr_weight else None
 
     model.to(device)
     embed_dim = model.text_projection.shape[1]
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             loss = loss_fn(img_f.float(), txt_f.float(), model.logit_scale.exp())
             attr_acc = None
             if attr_weight:
-                loss_t, acc_t = attribute_loss(read_embedding(heads["text"], txt_f.float()), select(bank.targets, choice))
+                loss_t, acc_t = attribute_loss(read_embedding(heads["text"], txt_f.float()), select(text_targets, choice))
                 loss_i, acc_i = attribute_loss(read_embedding(heads["image"], img_f.float()), select(img_targets, torch.from_numpy(idx)))
                 loss = loss + attr_weight * (loss_t + loss_i)
                 attr_acc = (acc_t, acc_i)
