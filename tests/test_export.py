@@ -140,6 +140,12 @@ def test_fp16_weights_halve_size_within_documented_bounds(tmp_path: Path) -> Non
     assert m16["precision"] == "fp16"
     assert m16["files"]["text_encoder"]["bytes"] < 0.6 * m32["files"]["text_encoder"]["bytes"]
     assert all(row["ok"] for row in m16["parity"]["rows"])
+    # The generator's attribute prior ends in an argmax: its weights stay float32 (graphs.KEEP_FP32).
+    import onnx
+
+    inits = {i.name: i.data_type for i in onnx.load(str(tmp_path / "fp16" / "generator.onnx")).graph.initializer}
+    assert inits["g.prior.net.0.weight"] == onnx.TensorProto.FLOAT
+    assert any(name.endswith("__fp16") and dtype == onnx.TensorProto.FLOAT16 for name, dtype in inits.items())
 
 
 def test_triton_repository_layout(tiny_bundle: Path, tmp_path: Path) -> None:
