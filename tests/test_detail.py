@@ -85,7 +85,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 
 def test_detail_and_region_weights_weigh_the_reconstruction_loss(tiny_data: Path, tmp_path: Path) -> None:
-    """In a reconstruction-only stage the loss is the weighted L1, so it exceeds the plain L1
+    """In a reconstruction-only stage the loss is the weighted L1 (plus the attribute prior's
+    cross-entropy, taken out here), so it exceeds the plain L1
     that the stats report (more with the region weight added); without the options the two are equal."""
     assert train_main(["clip", "--data", str(tiny_data), "--config", "clip-test", "--out", str(tmp_path / "clip"), "--quiet"]) == 0
     clip = tmp_path / "clip" / "checkpoint.pt"
@@ -99,7 +100,8 @@ def test_detail_and_region_weights_weigh_the_reconstruction_loss(tiny_data: Path
         assert train_gan.run(_args(["--data", str(tiny_data), "--clip", str(clip), "--config", str(path),
                                     "--out", str(out), "--quiet"])) == 0
         row = json.loads((out / "stats.jsonl").read_text().splitlines()[0])  # step 1: same start, same batch
-        ratios[weights] = row["loss_g"] / (row["rec_l1"] * cfg["train"]["rec_weight"])
+        weighted = row["loss_g"] - cfg["train"].get("prior_weight", 0.0) * row.get("prior_ce", 0.0)  # G's prior trains too
+        ratios[weights] = weighted / (row["rec_l1"] * cfg["train"]["rec_weight"])
     assert abs(ratios[0.0, 0.0] - 1) < 1e-4
     assert ratios[10.0, 0.0] > 1.05
     assert ratios[10.0, 3.0] > ratios[10.0, 0.0] + 0.02

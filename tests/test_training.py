@@ -88,8 +88,8 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
         assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 4
         assert [r["step"] for r in _stats(run_dir)] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss_d"]) and np.isfinite(r["clip_cos"]) for r in _stats(gan_dir))
-    # gan-test trains with the adversarial terms and the reconstruction through the coded z.
-    assert all(r["rec_l1"] > 0 and "attr_acc_fake" in r and "ms_ratio" in r for r in _stats(gan_dir))
+    # gan-test trains with the adversarial terms, the reconstruction anchor and G's attribute prior.
+    assert all(r["rec_l1"] > 0 and "attr_acc_fake" in r and "ms_ratio" in r and r["prior_ce"] > 0 for r in _stats(gan_dir))
     samples = sorted((gan_dir / "samples").glob("*.png"))
     assert [p.name for p in samples] == ["step_000002.png", "step_000004.png"]
     from PIL import Image
@@ -119,7 +119,7 @@ def test_reconstruction_teaches_g_to_follow_the_caption_and_choose_the_rest_from
     colour (3 of the 12): half the captions state it (T = that colour's vector, z noise),
     half do not (T = 0, z coded by training.latent). G must learn both routes."""
     # A small G at 16 px: big enough to learn the switch between T and z in a few seconds.
-    cfg = dict(load_config("gan-test", "gan")["model"], resolution=16, ch_mult=[2, 1, 1], ngf=8, cond_hidden=32)
+    cfg = dict(load_config("gan-test", "gan")["model"], resolution=16, ch_mult=[2, 1, 1], ngf=8, cond_hidden=32, prior=False)
     torch.manual_seed(0)
     colours = [0, 5, 11]  # buckets far apart in z (the middle buckets are narrow)
     g = build_generator(cfg, 8)

@@ -1,5 +1,9 @@
 """The latent layout: z's first dims say the attributes a caption leaves open.
 
+(Since chibi-64 0.9.0 the cpu recipe uses G's attribute prior instead, at the end of this
+file: G picks the values itself from T and z, and training hands it the true ones. The
+layouts below remain for generators trained without it.)
+
 Why: G(z, T) must draw what the caption states (from T) and *choose* everything else (from
 z) with the data's frequencies. A GAN has to discover that split by itself, which a 2-core
 budget does not allow. The procedural dataset knows every render's attributes and what

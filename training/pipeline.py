@@ -1,9 +1,9 @@
 """The one-command recipe: `moe-avatar-train pipeline --preset cpu --out RUN_DIR`.
 
 synth -> clip -> generator stage(s); export clip/ and gan/. Presets are data. `cpu` is the
-recipe of the bundled default model on 2 CPU cores: CLIP with attribute heads, then G learns
-by reconstruction through the attribute-coded z (gan_rec, training.latent) and an adversarial
-stage starts from it (gan). `gpu` trains the larger configs. Each generator stage is a
+recipe of the bundled default model on 2 CPU cores: CLIP with attribute heads, then G (with
+its attribute prior, training.models.AttributePrior) learns by reconstruction from each
+render's true values (gan_rec) and an adversarial stage starts from it (gan). `gpu` trains the larger configs. Each generator stage is a
 train_gan run in RUN_DIR/<name>; `init` names the earlier stage it starts from; the last one
 is RUN_DIR/gan, the one to export. Each stage runs its config's own step count (the config
 is the one place the recipe lives); only the `test` preset shortens the stages.
