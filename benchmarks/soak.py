@@ -12,7 +12,10 @@ calls always in flight, spread over several connections). It checks that
 * every stream is complete (Started ... Done, the promised number of textures) and
   every texture's SHA-256 matches its header,
 * the server's resident memory (VmRSS from /proc, sampled twice a second) grows less
-  than `--max-growth` percent between the first and the last quarter of the calls,
+  than `--max-growth` percent between the third and the last quarter of the calls (a leak
+  grows at a steady rate; the first quarter is warm-up: allocator arenas and ONNX Runtime's
+  buffers fill, on the tiny bundle from ≈ 134 to ≈ 200 MB over the first ≈ 15,000 calls,
+  then flat — the first → last quarter figure is reported too, not judged),
 * the server's queues are empty at the end (moe_avatar_queue_depth from /metrics).
 
 Prints a table and writes JSON; exit code 0 only when every check passed.
@@ -61,8 +64,9 @@ class Report:
     duration_s: float = 0.0
     calls_per_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
-    rss_mb: dict[str, float] | None = None  # start / first_quarter / last_quarter / max / end
-    rss_growth_pct: float | None = None
+    rss_mb: dict[str, float] | None = None  # start / first_quarter / third_quarter / last_quarter / max / end
+    rss_growth_pct: float | None = None  # third -> last quarter: what is judged
+    rss_warmup_growth_pct: float | None = None  # first -> last quarter: warm-up included, reported only
     queue_depth_end: float | None = None
     server_requests: dict[str, float] | None = None  # moe_avatar_requests_total by code
     date: str = ""
@@ -224,7 +228,7 @@ def _git_commit() -> str:
 
 
 def soak(target: str, requests: int, concurrency: int, *, server_pid: int | None, metrics_url: str | None,
-         count: int = 1, size: int = 0, timeout: float = 120.0, max_growth: float = 10.0,
+         count: int = 1, size: int = 0, timeout: float = 120.0, max_growth: float = 3.0,
          quiet: bool = False) -> Report:
     report = Report(requests=requests, concurrency=concurrency, target=target, commit=_git_commit(),
                     date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -249,11 +253,14 @@ def soak(target: str, requests: int, concurrency: int, *, server_pid: int | None
     if sampler and sampler.samples:
         kb = [k for _, k in sampler.samples]
         first = [k for n, k in sampler.samples if n < requests / 4] or kb[:1]
+        third = [k for n, k in sampler.samples if requests / 2 <= n < 3 * requests / 4] or kb[-1:]
         last = [k for n, k in sampler.samples if n >= 3 * requests / 4] or kb[-1:]
         report.rss_mb = {"start": round(kb[0] / 1024, 1), "first_quarter": round(statistics.mean(first) / 1024, 1),
+                         "third_quarter": round(statistics.mean(third) / 1024, 1),
                          "last_quarter": round(statistics.mean(last) / 1024, 1), "max": round(max(kb) / 1024, 1),
                          "end": round(kb[-1] / 1024, 1), "samples": len(kb)}
-        report.rss_growth_pct = round(100 * (statistics.mean(last) / statistics.mean(first) - 1), 2)
+        report.rss_warmup_growth_pct = round(100 * (statistics.mean(last) / statistics.mean(first) - 1), 2)
+        report.rss_growth_pct = round(100 * (statistics.mean(last) / statistics.mean(third) - 1), 2)
     if metrics_url:
         deadline = time.monotonic() + 10  # the gauge drops as the last streams end
         while True:
@@ -284,8 +291,10 @@ def print_table(report: Report) -> None:
         ("calls/s", report.calls_per_s),
         ("latency p50 / p95 / p99", " / ".join(f"{report.latency_ms.get(k, float('nan'))} ms"
                                                for k in ("p50", "p95", "p99"))),
-        ("RSS first -> last quarter", f"{rss.get('first_quarter')} -> {rss.get('last_quarter')} MB" if rss else "n/a"),
-        ("RSS growth", f"{report.rss_growth_pct}%" if report.rss_growth_pct is not None else "n/a"),
+        ("RSS first -> last quarter", f"{rss.get('first_quarter')} -> {rss.get('last_quarter')} MB "
+                                      f"({report.rss_warmup_growth_pct}%, warm-up included)" if rss else "n/a"),
+        ("RSS third -> last quarter", f"{rss.get('third_quarter')} -> {rss.get('last_quarter')} MB" if rss else "n/a"),
+        ("RSS growth (judged)", f"{report.rss_growth_pct}%" if report.rss_growth_pct is not None else "n/a"),
         ("RSS max", f"{rss.get('max')} MB" if rss else "n/a"),
         ("queue depth at end", report.queue_depth_end if report.queue_depth_end is not None else "n/a"),
         ("result", "PASS" if report.passed else "FAIL: " + "; ".join(report.failures)),
@@ -311,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1, help="avatars per call")
     parser.add_argument("--size", type=int, default=0, help="texture edge in px (0 = native)")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    parser.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
+    parser.add_argument("--max-growth", type=float, default=3.0, help="allowed RSS growth from the third to the last quarter of the calls, percent")
     parser.add_argument("--json", type=pathlib.Path, help="write the report here")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

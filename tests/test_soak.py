@@ -44,4 +44,6 @@ def test_soak_20000_calls_at_concurrency_64(model_repo):
     out = REPO_ROOT / "runs" / "reliability" / "soak.json"  # figures for tests/RELIABILITY.md
     out.parent.mkdir(parents=True, exist_ok=True)
     report = run_soak(model_repo, out, 20_000, 64)
-    assert report["rss_growth_pct"] < 10
+    # Judged after warm-up (third -> last quarter; soak.py's docstring): a leak of ≈ 1 KB per
+    # call would add ≈ 5 MB (2.5 %) there. First -> last is warm-up (≈ 15 % on the tiny bundle).
+    assert report["rss_growth_pct"] < 3

@@ -98,7 +98,7 @@ def reconstruction_error(g, real: torch.Tensor, text: torch.Tensor, image_target
     """|G - real| per pixel [B, C, H, W] of G redrawing each real render from its caption's T
     and a z that encodes what the caption leaves open (training.latent, in `layout`; with the
     render's `jitter` draws if given). A G with an attribute prior is handed the render's
-    true `values` (training.latent.attribute_indices) in place of its prior's pick instead."""
+    true `values` (training.latent.attribute_indices) in place of its prior's pick."""
     if g.prior is not None:
         if values is None:
             raise ValueError("a generator with an attribute prior reconstructs from the renders' true values")
