@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training.labels import AttributeHeads
-from training.latent import CODE_BLOCKS
+from training.latent import CODE_BLOCKS, normal_to_gumbel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -186,9 +186,7 @@ class AttributePrior(nn.Module):
 
     def pick(self, logits: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """One-hot [B, sum(blocks)] of argmax(log p + Gumbel(z)) per block."""
-        # N(0, 1) -> U(0, 1) -> Gumbel(0, 1), written with erf so that it exports to ONNX.
-        u = (0.5 * (1.0 + torch.erf(z[:, :sum(self.blocks)] * 0.7071067811865476))).clamp(1e-6, 1.0 - 1e-6)
-        gumbel = torch.split(-torch.log(-torch.log(u)), self.blocks, dim=1)
+        gumbel = torch.split(normal_to_gumbel(z[:, :sum(self.blocks)]), self.blocks, dim=1)
         parts = []
         for lg, g in zip(logits, gumbel):
             score = F.log_softmax(lg, dim=1) + g

@@ -116,12 +116,10 @@ def prior_loss(g, text: torch.Tensor, values: torch.Tensor, caption_targets: Tar
     logits = g.prior_logits(text)
     values = values.to(text.device)
     ce = sum(F.cross_entropy(lg, values[:, b]) for b, lg in enumerate(logits)) / len(logits)
-    hits, stated = text.new_zeros(()), 0
-    for b, fam in enumerate(SINGLE_FAMILIES):
-        said = caption_targets[fam].to(text.device) >= 0
-        hits = hits + (logits[b].argmax(1) == values[:, b])[said].float().sum()
-        stated += int(said.sum())
-    return ce, hits / max(stated, 1)
+    # Counted on the device: the stats row is read (synchronised) only at logging steps.
+    said = torch.stack([caption_targets[f] >= 0 for f in SINGLE_FAMILIES], dim=1).to(text.device)
+    right = torch.stack([lg.argmax(1) for lg in logits[:len(SINGLE_FAMILIES)]], dim=1) == values[:, :len(SINGLE_FAMILIES)]
+    return ce, (right & said).sum() / said.sum().clamp_min(1)
 
 
 def clip_image_heads(ckpt: dict, embed_dim: int, path: Path) -> AttributeHeads:
@@ -197,9 +195,10 @@ def run(args: argparse.Namespace) -> int:
     adversarial = bool(tcfg.get("adversarial", True))
     has_prior = bool(cfg["model"].get("prior", False))
     prior_weight = float(tcfg.get("prior_weight", 0.0))
+    for name, on in (("rec_weight", rec_weight), ("clip_attr_weight", clip_attr_weight), ("model option prior", has_prior)):
+        if on and data.attributes is None:
+            raise ValueError(f"{name} needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
     if has_prior:
-        if data.attributes is None:
-            raise ValueError(f"model option prior needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
         for name in ("latent", "code_jitter"):
             if name in tcfg:
                 raise ValueError(f"train.{name} codes z for reconstruction; a generator with model option prior is "
@@ -209,8 +208,6 @@ def run(args: argparse.Namespace) -> int:
     elif prior_weight:
         raise ValueError("train.prior_weight trains the attribute prior: it needs model option prior")
     if rec_weight and not has_prior:
-        if data.attributes is None:
-            raise ValueError(f"rec_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
         if code_jitter and data.jitter is None:
             raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
                              "(synthesise the dataset again)")
@@ -220,8 +217,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} weighs the reconstruction loss: it needs rec_weight > 0")
     if not adversarial and not rec_weight:
         raise ValueError("a stage with adversarial: false needs rec_weight > 0 (otherwise nothing trains G)")
-    if clip_attr_weight and data.attributes is None:
-        raise ValueError(f"clip_attr_weight needs a labelled (procedural) dataset; {args.data} has no ground-truth attributes")
     labelled = bool(cls_weight or rec_weight or clip_attr_weight or has_prior)
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], context, progress=d.main and not args.quiet,
                        states=[[c.states for c in caps] for caps in data.captions] if labelled else None)
