@@ -100,7 +100,7 @@ def test_detail_and_region_weights_weigh_the_reconstruction_loss(tiny_data: Path
         assert train_gan.run(_args(["--data", str(tiny_data), "--clip", str(clip), "--config", str(path),
                                     "--out", str(out), "--quiet"])) == 0
         row = json.loads((out / "stats.jsonl").read_text().splitlines()[0])  # step 1: same start, same batch
-        weighted = row["loss_g"] - cfg["train"].get("prior_weight", 0.0) * row.get("prior_ce", 0.0)  # G's prior trains too
+        weighted = row["loss_g"] - cfg["train"].get("prior_weight", 0.0) * row.get("prior_loss", 0.0)  # G's prior trains too
         ratios[weights] = weighted / (row["rec_l1"] * cfg["train"]["rec_weight"])
     assert abs(ratios[0.0, 0.0] - 1) < 1e-4
     assert ratios[10.0, 0.0] > 1.05

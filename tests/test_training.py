@@ -89,7 +89,7 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
         assert [r["step"] for r in _stats(run_dir)] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss_d"]) and np.isfinite(r["clip_cos"]) for r in _stats(gan_dir))
     # gan-test trains with the adversarial terms, the reconstruction anchor and G's attribute prior.
-    assert all(r["rec_l1"] > 0 and "attr_acc_fake" in r and "ms_ratio" in r and r["prior_ce"] > 0 for r in _stats(gan_dir))
+    assert all(r["rec_l1"] > 0 and "attr_acc_fake" in r and "ms_ratio" in r and r["prior_loss"] > 0 for r in _stats(gan_dir))
     samples = sorted((gan_dir / "samples").glob("*.png"))
     assert [p.name for p in samples] == ["step_000002.png", "step_000004.png"]
     from PIL import Image

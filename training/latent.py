@@ -41,7 +41,7 @@ import math
 
 import torch
 
-from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED
+from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, NEUTRAL_ATTRIBUTES, visible_families
 from training.labels import Targets
 from training.render import JITTER_DIMS
 
@@ -206,6 +206,9 @@ def _decode_argmax(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch
 # and nothing for G to unlearn when z and the caption disagree at serving time.
 CODE_BLOCKS: list[int] = [k for _, _, k in _BLOCKS] + [len(HEAD_SETS)]  # values per block, families then head sets
 CODE_DIMS = sum(CODE_BLOCKS)
+# log of the data's frequency of every value, block by block (training.attributes.sample_attributes:
+# single-valued families uniform, head sets HEAD_SET_P): what the prior says where the caption is silent.
+CODE_LOG_MARGINAL: torch.Tensor = torch.cat([torch.full((k,), -math.log(k)) for _, _, k in _BLOCKS] + [torch.log(HEAD_SET_P)])
 
 
 def attribute_indices(attrs: list[dict]) -> torch.Tensor:
@@ -218,3 +221,34 @@ def attribute_indices(attrs: list[dict]) -> torch.Tensor:
 def indices_to_code(indices: torch.Tensor) -> torch.Tensor:
     """[N, blocks] value indices -> [N, CODE_DIMS] one-hot per block (what G's prior picks)."""
     return torch.cat([torch.nn.functional.one_hot(indices[:, b], k) for b, k in enumerate(CODE_BLOCKS)], dim=1).float()
+
+
+def code_to_attributes(code: torch.Tensor) -> list[dict]:
+    """[N, CODE_DIMS] one-hot picks -> attribute dicts (the inverse of indices_to_code)."""
+    idx = torch.stack([part.argmax(1) for part in torch.split(code, CODE_BLOCKS, dim=1)], dim=1).tolist()
+    return [{**{f: ATTRIBUTES[f][row[b]] for b, f in enumerate(SINGLE_FAMILIES)}, MULTI_VALUED: list(HEAD_SETS[row[-1]])}
+            for row in idx]
+
+
+def _hiders() -> list[tuple[int, int, torch.Tensor]]:
+    """(value's index in the code, block it can hide, which of that block's values it hides),
+    read off training.attributes.visible_families: sunglasses and closed-eye happy hide both
+    eye families, a mask hides the mouth-only expressions."""
+    out = []
+    for fam, start, k in _BLOCKS:
+        for i, value in enumerate(ATTRIBUTES[fam]):
+            for b, (other, _, _) in enumerate(_BLOCKS):
+                if other == fam:
+                    continue
+                mask = torch.tensor([float(other in visible_families({**NEUTRAL_ATTRIBUTES, other: m})
+                                           and other not in visible_families({**NEUTRAL_ATTRIBUTES, other: m, fam: value}))
+                                     for m in ATTRIBUTES[other]])
+                if mask.any():
+                    out.append((start + i, b, mask))
+    return out
+
+
+# Captions state only what the render shows, so where a caption states a family, the values of
+# other families that would hide it do not occur: the prior's share for an unstated family
+# leaves them out in proportion (training.models.AttributePrior).
+CODE_HIDERS: list[tuple[int, int, torch.Tensor]] = _hiders()
