@@ -46,6 +46,11 @@ def caption_targets(states: list[dict]) -> Targets:
     return out
 
 
+def stated(caption: Targets) -> dict[str, torch.Tensor]:
+    """Per family, [N] bool: does the caption state it (head accessories: says anything about them)."""
+    return {f: (t >= 0).any(dim=1) if f == MULTI_VALUED else t >= 0 for f, t in caption.items()}
+
+
 def mention_targets(caption: Targets) -> Targets:
     """What each caption *says* (the CLIP text heads' targets): as `caption_targets`, except
     that where a caption speaks about head accessories, the items it does not name are 0.

@@ -231,7 +231,8 @@ def code_to_attributes(code: torch.Tensor) -> list[dict]:
 
 
 def _hiders() -> list[tuple[int, int, torch.Tensor]]:
-    """(value's index in the code, block it can hide, which of that block's values it hides),
+    """(value's index in the code, block it can hide, which values it hides as a mask over all
+    CODE_DIMS values),
     read off training.attributes.visible_families: sunglasses and closed-eye happy hide both
     eye families, a mask hides the mouth-only expressions."""
     out = []
@@ -244,7 +245,8 @@ def _hiders() -> list[tuple[int, int, torch.Tensor]]:
                                            and other not in visible_families({**NEUTRAL_ATTRIBUTES, other: m, fam: value}))
                                      for m in ATTRIBUTES[other]])
                 if mask.any():
-                    out.append((start + i, b, mask))
+                    other_start = _BLOCKS[b][1]
+                    out.append((start + i, b, torch.nn.functional.pad(mask, (other_start, CODE_DIMS - other_start - len(mask)))))
     return out
 
 

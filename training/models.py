@@ -191,14 +191,14 @@ class AttributePrior(nn.Module):
                  hiders: list[tuple[int, int, torch.Tensor]] = (), hidden: int = 512):
         super().__init__()
         self.blocks = list(blocks)
-        # Per rule: one-hot of the hiding value, the block it hides, and which of that block's values
-        # (both over all values, as buffers so they move with the module).
-        starts = [sum(self.blocks[:b]) for b in range(len(self.blocks))]
+        # Per rule: the block it hides, a one-hot of the hiding value and the values it hides (both
+        # over all values; buffers, so they move with the module, derived so not saved).
+        n = sum(blocks)
         self.hider_blocks = [b for _, b, _ in hiders]
-        self.register_buffer("hider_value", torch.stack([F.one_hot(torch.tensor(i), sum(blocks)).float() for i, _, _ in hiders])
-                             if hiders else torch.zeros(0, sum(blocks)), persistent=False)
-        self.register_buffer("hider_hides", torch.stack([F.pad(m.float(), (starts[b], sum(blocks) - starts[b] - len(m))) for _, b, m in hiders])
-                             if hiders else torch.zeros(0, sum(blocks)), persistent=False)
+        self.register_buffer("hider_value", F.one_hot(torch.tensor([i for i, _, _ in hiders], dtype=torch.long), n).float(),
+                             persistent=False)
+        self.register_buffer("hider_hides", torch.stack([m.float() for _, _, m in hiders]) if hiders else torch.zeros(0, n),
+                             persistent=False)
         if log_marginal.shape != (sum(blocks),):
             raise ValueError(f"log_marginal needs {sum(blocks)} entries (one per value), got {tuple(log_marginal.shape)}")
         self.register_buffer("marginal", log_marginal.exp().float())
@@ -212,7 +212,10 @@ class AttributePrior(nn.Module):
 
     def forward(self, text_scaled: torch.Tensor) -> list[torch.Tensor]:
         """log p(value | caption) per block."""
-        values, gates = self.parts(text_scaled)
+        return self.mix(*self.parts(text_scaled))
+
+    def mix(self, values: list[torch.Tensor], gates: torch.Tensor) -> list[torch.Tensor]:
+        """log p per block from `parts`: s * v + (1 - s) * the data's frequencies less the hiders."""
         stated = torch.sigmoid(gates)
         probs = [F.softmax(v, dim=1) for v in values]
         all_probs = torch.cat(probs, dim=1)
@@ -239,21 +242,20 @@ class Generator(nn.Module):
 
     The condition is [z, T * sqrt(embed_dim)]: T is a unit vector, so the scale gives its
     entries the same size as z's (N(0, 1)) and the text is not a whisper next to the noise.
-    Both feed the 4x4 start and every block's affines. With `prior_blocks` (model option
-    `prior`), z's first sum(prior_blocks) dims are replaced by the AttributePrior's one-hot
+    Both feed the 4x4 start and every block's affines. With `prior` (model option `prior`),
+    z's first CODE_DIMS dims are replaced by the AttributePrior's one-hot
     pick (or by `code`, the true values, when training reconstructs a render).
     """
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
-                 channels: int = 4, cond_hidden: int = 128, prior_blocks: list[int] | None = None,
-                 prior_log_marginal: torch.Tensor | None = None, prior_hiders: list | None = None):
+                 channels: int = 4, cond_hidden: int = 128, prior: bool = False):
         super().__init__()
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
         self.prior = None
-        if prior_blocks is not None:
-            if z_dim < sum(prior_blocks):
-                raise ValueError(f"z_dim {z_dim} is smaller than the {sum(prior_blocks)} dims the attribute prior picks with")
-            self.prior = AttributePrior(embed_dim, prior_blocks, prior_log_marginal, prior_hiders or [])
+        if prior:
+            if z_dim < sum(CODE_BLOCKS):
+                raise ValueError(f"z_dim {z_dim} is smaller than the {sum(CODE_BLOCKS)} dims the attribute prior picks with")
+            self.prior = AttributePrior(embed_dim, CODE_BLOCKS, CODE_LOG_MARGINAL, CODE_HIDERS)
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
         self.fc = nn.Linear(cond_dim, chans[0] * 4 * 4)
@@ -348,10 +350,8 @@ class Discriminator(nn.Module):
 
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
-    prior = bool(m.get("prior", False))
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4),
-                     m.get("cond_hidden", 128), CODE_BLOCKS if prior else None, CODE_LOG_MARGINAL if prior else None,
-                     CODE_HIDERS if prior else None)
+                     m.get("cond_hidden", 128), bool(m.get("prior", False)))
 
 
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:

@@ -54,7 +54,7 @@ from training.models import (build_discriminator, build_generator, clip_from_che
 from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
-from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
+from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select, stated
 from training.latent import (SINGLE_FAMILIES, attribute_indices, check_z_dim, code_to_attributes, encode_latents, head_set_index,
                              indices_to_code)
 from training.attributes import MULTI_VALUED
@@ -117,17 +117,16 @@ def prior_loss(g, text: torch.Tensor, values: torch.Tensor, caption_targets: Tar
     (cross-entropy of its value head against the render's true value, on the captions that
     state it only; a head-accessory mention states the set). Returns the loss and how often
     the prior's top value is right where the caption states the family."""
-    text_scaled = text * g.embed_dim ** 0.5
-    value_logits, gates = g.prior.parts(text_scaled)
+    value_logits, gates = g.prior.parts(text * g.embed_dim ** 0.5)
     values = values.to(text.device)
-    said = torch.stack([caption_targets[f] >= 0 for f in SINGLE_FAMILIES]
-                       + [(caption_targets[MULTI_VALUED] >= 0).any(dim=1)], dim=1).to(text.device)
+    st = stated(caption_targets)
+    said = torch.stack([st[f] for f in SINGLE_FAMILIES + [MULTI_VALUED]], dim=1).to(text.device)
     gate = F.binary_cross_entropy_with_logits(gates, said.float())
     ce = [F.cross_entropy(lg, values[:, b], reduction="none") for b, lg in enumerate(value_logits)]
     value = sum((c * said[:, b]).sum() / said[:, b].sum().clamp_min(1) for b, c in enumerate(ce)) / len(ce)
     # Counted on the device: the stats row is read (synchronised) only at logging steps.
-    with torch.no_grad():
-        right = torch.stack([lg.argmax(1) for lg in g.prior(text_scaled)], dim=1) == values
+    with torch.no_grad():  # from the same forward pass
+        right = torch.stack([lg.argmax(1) for lg in g.prior.mix([v.detach() for v in value_logits], gates.detach())], dim=1) == values
     return gate + value, (right & said).sum() / said.sum().clamp_min(1)
 
 
@@ -142,12 +141,11 @@ def drawn_targets(code: torch.Tensor, caption: Targets) -> Targets:
     0.9.0's G drew the eye colour it was handed in 0.91 of held-out prompts after the
     reconstruction stage and 0.62 after this one. Matching the caption is the prior's job."""
     picked = image_targets(code_to_attributes(code.cpu()))
+    said = stated(caption)
     out: Targets = {}
     for f, t in picked.items():
-        said = caption[f] >= 0
-        if f == MULTI_VALUED:
-            said = said.any(dim=1, keepdim=True)
-        out[f] = torch.where(said, t, torch.full_like(t, -1))
+        keep = said[f][:, None] if t.dim() == 2 else said[f]  # head accessories: [N, items]
+        out[f] = torch.where(keep, t, torch.full_like(t, -1))
     return out
 
 
