@@ -17,7 +17,8 @@ from training.attributes import MULTI_VALUED, ZH_NAMES, visible_families
 
 # ----------------------------------------------------------------------------- English
 EN_SUBJECTS = ["girl", "chibi girl", "anime girl", "cute girl", "chibi avatar", "chibi character",
-               "moe girl", "little girl", "avatar", "anime avatar", "cute chibi"]
+               "moe girl", "little girl", "avatar", "anime avatar", "cute chibi", "character", "game character",
+               "game avatar", "profile picture"]
 EN_PERSONS = ["girl", "anime girl", "cute girl", "moe girl", "little girl"]
 
 EN_STYLE_WITH = {"short": ["short hair"], "long straight": ["long straight hair", "long sleek hair"],
@@ -237,10 +238,20 @@ def _sentences_en(states: dict, order: list[str], rng) -> str:
     return " ".join(o[0].upper() + o[1:] for o in out)
 
 
-EN_TEMPLATES = [_natural_en, _natural_en, _natural_en, _tags_en, _tags_en, _kv_en, _sentences_en]
+def _request_en(states: dict, order: list[str], rng) -> str:
+    """"draw a pink-haired girl with ..., please": a request around a description (what users type)."""
+    body = _natural_en(states, order, rng)
+    verb = _pick(rng, ["draw", "generate", "make", "give me", "can you draw", "design", "create"])
+    return f"{verb} {body}{_pick(rng, ['', '.', ', please', ' for my game', '!'])}"
+
+
+EN_TEMPLATES = [_natural_en, _natural_en, _natural_en, _tags_en, _tags_en, _kv_en, _sentences_en, _request_en]
 
 # ----------------------------------------------------------------------------- Chinese
-ZH_SUBJECTS = ["女孩", "少女", "Q版女孩", "萌妹", "小女孩", "萌版头像", "二次元女孩", "动漫少女", "Q版小人"]
+# Subjects include the words games use ("角色" character, "形象" figure): without them every 色 the
+# captions ever showed was part of a colour word, and "角色" read as one (chibi-64 0.10.0's MODEL_CARD).
+ZH_SUBJECTS = ["女孩", "少女", "Q版女孩", "萌妹", "小女孩", "萌版头像", "二次元女孩", "动漫少女", "Q版小人",
+               "角色", "游戏角色", "人物", "虚拟形象", "头像"]
 ZH_STYLE = {"short": ["短发"], "long straight": ["长直发", "黑长直式的长直发"], "bob": ["波波头", "短波波头"],
             "twin tails": ["双马尾"], "ponytail": ["单马尾", "马尾辫"], "drills": ["螺旋卷", "螺旋卷发", "钻头卷"],
             "bun": ["丸子头", "包子头"]}
@@ -365,7 +376,16 @@ def _kv_zh(states: dict, order: list[str], rng) -> str:
     return _pick(rng, [body, f"{_pick(rng, ZH_SUBJECTS)}（{body}）"])
 
 
-ZH_TEMPLATES = [_lead_zh, _lead_zh, _modifier_zh, _modifier_zh, _tags_zh, _kv_zh]
+def _request_zh(states: dict, order: list[str], rng) -> str:
+    """"帮我生成一个萌妹，粉色头发，蓝眼睛，谢谢": a request, then the attributes as a list."""
+    parts = _fuse_zh(states, order, rng)
+    verb = _pick(rng, ["帮我生成", "生成", "设计", "来", "给我画", "做"])
+    sep = _pick(rng, ["，", "：", "。"])
+    return f"{verb}{_pick(rng, ['一个', '一位', '个'])}{_pick(rng, ZH_SUBJECTS)}{sep}{'，'.join(parts)}" \
+        f"{_pick(rng, ['', '。', '，谢谢', '，可爱一点', '！'])}"
+
+
+ZH_TEMPLATES = [_lead_zh, _lead_zh, _modifier_zh, _modifier_zh, _tags_zh, _kv_zh, _request_zh]
 
 # ----------------------------------------------------------------------------- held out
 def _heldout_en_request(states, order, rng) -> str:
