@@ -121,6 +121,36 @@ def test_prior_is_the_value_head_where_the_gate_says_stated_and_the_data_where_n
         AttributePrior(8, CODE_BLOCKS, CODE_LOG_MARGINAL[:-1])
 
 
+def test_temperature_sharpens_a_stated_family_and_keeps_an_open_one_at_the_data() -> None:
+    """prior_temperature t: p = sigmoid(g / t) * softmax(v / t) + (1 - sigmoid(g / t)) * data."""
+    priors = {t: AttributePrior(8, CODE_BLOCKS, CODE_LOG_MARGINAL, temperature=t) for t in (1.0, 0.5)}
+    for prior in priors.values():
+        prior.load_state_dict(priors[1.0].state_dict())
+        last = prior.net[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[:2] = torch.tensor([1.0, 0.0])  # hair colour: black vs brown, e to 1 (and 10 others at 1)
+            last.bias[CODE_DIMS] = 1.0                # its gate: sigmoid(1) = 0.73
+            last.bias[CODE_BLOCKS[0]] = 3.0            # hairstyle's value head leans to its first value ...
+            last.bias[CODE_DIMS + 1] = -8.0           # ... but the gate says it is not stated
+    text = torch.randn(3, 8)
+    with torch.no_grad():
+        p1, p2 = ([lg.exp() for lg in priors[t](text)] for t in (1.0, 0.5))
+    for t, p in ((1.0, p1), (0.5, p2)):
+        s = torch.sigmoid(torch.tensor(1.0 / t))
+        v = torch.softmax(torch.tensor([1.0, 0.0] + [0.0] * 10) / t, dim=0)
+        assert torch.allclose(p[0][0], s * v + (1 - s) / 12, atol=1e-6)
+    assert p2[0][0, 0] > p1[0][0, 0] + 0.1            # the best guess wins more often
+    assert (p2[1] - 1 / 7).abs().max() < (p1[1] - 1 / 7).abs().max() < 3e-4  # an open family: closer to the data
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        AttributePrior(8, CODE_BLOCKS, CODE_LOG_MARGINAL, temperature=0.0)
+    cfg = dict(load_config("gan-test", "gan")["model"], z_dim=CODE_DIMS + 4, prior=True, prior_temperature=0.5)
+    assert build_generator(cfg, 8).prior.temperature == 0.5
+    with pytest.raises(ValueError, match="prior_temperature"):
+        build_generator(dict(cfg, prior=False), 8)
+
+
 def test_hiding_rules_are_read_off_the_renderer() -> None:
     """Sunglasses and closed-eye happy hide both eye families, a mask the mouth-only expressions;
     nothing else hides anything (training.attributes.visible_families)."""

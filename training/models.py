@@ -185,11 +185,20 @@ class AttributePrior(nn.Module):
     stated-only readout says 0.74), and it memorised unstated values of training renders
     (its distance to the data's frequencies on unstated families 0.23 vs 0.09;
     chibi-64 0.10.0's MODEL_CARD).
+
+    `temperature` (model option `prior_temperature`, default 1) divides both answers' logits
+    before they mix: below 1 the prior goes with its best guess more often where it thinks a
+    family is stated, and keeps the data's frequencies more exactly where it thinks none is.
+    Unlike truncation (psi), it leaves the open families' variety alone. Training is not
+    affected (prior_loss reads the raw logits, `parts`); the gan stage draws what serving draws.
     """
 
     def __init__(self, embed_dim: int, blocks: list[int], log_marginal: torch.Tensor,
-                 hiders: list[tuple[int, int, torch.Tensor]] = (), hidden: int = 512):
+                 hiders: list[tuple[int, int, torch.Tensor]] = (), hidden: int = 512, temperature: float = 1.0):
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"prior temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
         self.blocks = list(blocks)
         # Per rule: the block it hides, a one-hot of the hiding value and the values it hides (both
         # over all values; buffers, so they move with the module, derived so not saved).
@@ -216,8 +225,8 @@ class AttributePrior(nn.Module):
 
     def mix(self, values: list[torch.Tensor], gates: torch.Tensor) -> list[torch.Tensor]:
         """log p per block from `parts`: s * v + (1 - s) * the data's frequencies less the hiders."""
-        stated = torch.sigmoid(gates)
-        probs = [F.softmax(v, dim=1) for v in values]
+        stated = torch.sigmoid(gates / self.temperature)
+        probs = [F.softmax(v / self.temperature, dim=1) for v in values]
         all_probs = torch.cat(probs, dim=1)
         keep = torch.ones_like(stated[:, :1]) * self.marginal  # [B, all values]
         for h, block in enumerate(self.hider_blocks):  # P(the caption states a value this rule's value would hide)
@@ -248,14 +257,17 @@ class Generator(nn.Module):
     """
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
-                 channels: int = 4, cond_hidden: int = 128, prior: bool = False):
+                 channels: int = 4, cond_hidden: int = 128, prior: bool = False, prior_temperature: float = 1.0):
         super().__init__()
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
         self.prior = None
+        if prior_temperature != 1.0 and not prior:
+            raise ValueError("model option prior_temperature is for a generator with an attribute prior (model option prior)")
         if prior:
             if z_dim < sum(CODE_BLOCKS):
                 raise ValueError(f"z_dim {z_dim} is smaller than the {sum(CODE_BLOCKS)} dims the attribute prior picks with")
-            self.prior = AttributePrior(embed_dim, CODE_BLOCKS, CODE_LOG_MARGINAL, CODE_HIDERS)
+            self.prior = AttributePrior(embed_dim, CODE_BLOCKS, CODE_LOG_MARGINAL, CODE_HIDERS,
+                                        temperature=prior_temperature)
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
         self.fc = nn.Linear(cond_dim, chans[0] * 4 * 4)
@@ -351,7 +363,7 @@ class Discriminator(nn.Module):
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4),
-                     m.get("cond_hidden", 128), bool(m.get("prior", False)))
+                     m.get("cond_hidden", 128), bool(m.get("prior", False)), float(m.get("prior_temperature", 1.0)))
 
 
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:
