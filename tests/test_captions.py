@@ -103,3 +103,30 @@ def test_heldout_templates_not_in_training():
 def test_eval_caption_requires_attributes():
     with pytest.raises(ValueError):
         make_eval_caption({}, "en", np.random.default_rng(0))
+
+
+def test_swapped_colors_trade_places_and_are_said():
+    from training.attributes import COLOR_FAMILIES
+    from training.captions import swap_colors, swapped_caption
+
+    rng = np.random.default_rng(5)
+    assert swap_colors({"hair_color": "pink", "eye_color": "blue", "hairstyle": "bob"}, rng) == \
+        {"hair_color": "blue", "eye_color": "pink", "hairstyle": "bob"}
+    assert swap_colors({"hair_color": "pink"}, rng) is None  # one colour: nothing to bind wrongly
+    assert swap_colors({"hair_color": "blonde", "eye_color": "gold"}, rng) is None  # neither value exists in the other family
+    assert swap_colors({"hair_color": "blue", "eye_color": "blue"}, rng) is None  # same colour: swapping changes nothing
+    made = 0
+    for _, caps in _samples(200, seed=2):
+        for lang in ("en", "zh"):
+            for c in caps[lang]:
+                st = swap_colors(c["states"], np.random.default_rng(0))
+                if st is None:
+                    continue
+                changed = [f for f in COLOR_FAMILIES if f in st and st[f] != c["states"][f]]
+                assert len(changed) == 2 and st[changed[0]] == c["states"][changed[1]]
+                assert {k: v for k, v in st.items() if k not in changed} == \
+                    {k: v for k, v in c["states"].items() if k not in changed}
+                text = swapped_caption(c["states"], lang, np.random.default_rng(0))
+                assert text and bool(CJK.search(text)) == (lang == "zh")
+                made += 1
+    assert made > 100

@@ -72,6 +72,33 @@ def test_prompt_accuracy_is_one_for_a_faithful_model_and_low_for_one_that_ignore
     assert res_bad["overall"] < 0.5
 
 
+def test_colour_binding_splits_colour_checks_by_how_many_colours_the_prompt_states() -> None:
+    one = [Prompt("pink hair", "en", {"hair_color": "pink"}), Prompt("bob", "en", {"hairstyle": "bob"})]
+    several = [Prompt("pink hair, blue eyes", "en", {"hair_color": "pink", "eye_color": "blue"}),
+               Prompt("红发，绿衣领", "zh", {"hair_color": "red", "collar_color": "green"})]
+    good = RenderSampler(one + several, faithful=True)
+    res = prompt_accuracy(good, good.oracle_judge, one + several, seeds=[0, 1], progress=False)
+    assert res["colour_binding"] == {"one": 1.0, "several": 1.0}
+
+    class SwapsColours(RenderSampler):
+        """Draws hair in the colour stated for the eyes when a prompt names both (a bag-of-words reader)."""
+
+        def oracle_judge(self, images):
+            out = []
+            for attrs in super().oracle_judge(images):
+                attrs = dict(attrs)
+                if attrs["eye_color"] == "blue":
+                    attrs["hair_color"] = "blue"
+                out.append(attrs)
+            return out
+
+    bad = SwapsColours(one + several, faithful=True)
+    res = prompt_accuracy(bad, bad.oracle_judge, one + several, seeds=[0, 1], progress=False)
+    assert res["colour_binding"]["one"] == 1.0 and res["colour_binding"]["several"] == 0.75
+    only_one = prompt_accuracy(good, good.oracle_judge, one, seeds=[0], progress=False)
+    assert only_one["colour_binding"]["several"] is None
+
+
 def test_diversity_is_zero_for_one_fixed_avatar_and_near_one_for_data_like_samples() -> None:
     prompts = _simple_prompts(10)
     seeds = list(range(16))

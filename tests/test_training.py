@@ -264,3 +264,26 @@ def _free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def test_swap_loss_prefers_the_caption_over_its_colour_swap(tiny_data: Path) -> None:
+    """The binding negative (config swap_negative_weight): low when the image sits on its caption,
+    high when it sits on the swapped one, and it trains the text tower."""
+    from training.dataset import load_dataset
+
+    data = load_dataset(tiny_data, size=None, progress=False)
+    tokens, index = train_clip.swap_negatives(data.captions, 32, seed=0)
+    assert int((index >= 0).sum()) == tokens.shape[0] > 0
+    torch.manual_seed(0)
+    model = build_clip(load_config("clip-test")["model"])
+    rows = torch.nonzero(index >= 0).flatten()[:8]
+    caps = [c for cs in data.captions for c in cs]
+    txt_f = encode_texts(model, tokenize([caps[i].text for i in rows], 32))
+    neg_f = encode_texts(model, tokens[index[rows]].long())
+    near_pos, _ = train_clip.swap_loss(model, txt_f.detach(), txt_f, tokens, index[rows], "cpu")
+    near_neg, acc = train_clip.swap_loss(model, neg_f.detach(), txt_f, tokens, index[rows], "cpu")
+    assert near_pos.item() < np.log(2) < near_neg.item() and acc == 0.0
+    near_neg.backward()
+    assert model.token_embedding.weight.grad.abs().sum() > 0
+    none, acc = train_clip.swap_loss(model, txt_f, txt_f, tokens, torch.full((3,), -1), "cpu")
+    assert none.item() == 0.0 and acc is None

@@ -32,6 +32,8 @@ ATTRIBUTES: dict[str, list[str]] = {
 
 FAMILIES: list[str] = list(ATTRIBUTES)
 MULTI_VALUED = "head_accessory"
+# The families whose values are colour words (a caption naming two must bind each to the right one).
+COLOR_FAMILIES = ("hair_color", "eye_color", "collar_color")
 MAX_HEAD_ACCESSORIES = 2
 HEAD_ITEMS: list[str] = [v for v in ATTRIBUTES["head_accessory"] if v != "none"]
 

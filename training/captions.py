@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.attributes import MULTI_VALUED, ZH_NAMES, visible_families
+from training.attributes import ATTRIBUTES, COLOR_FAMILIES, MULTI_VALUED, ZH_NAMES, visible_families
 
 # ----------------------------------------------------------------------------- English
 EN_SUBJECTS = ["girl", "chibi girl", "anime girl", "cute girl", "chibi avatar", "chibi character",
@@ -474,3 +474,36 @@ def make_eval_caption(attrs_subset: dict, lang: str, rng: np.random.Generator) -
     order = [list(attrs_subset)[i] for i in rng.permutation(len(attrs_subset))]
     templates = {"en": HELDOUT_EN, "zh": HELDOUT_ZH}[lang]
     return _pick(rng, templates)(attrs_subset, order, rng)
+
+
+# ----------------------------------------------------------------------------- binding negatives
+
+def swap_colors(states: dict, rng: np.random.Generator) -> dict | None:
+    """The same statement with two stated colours trading places ("pink hair, blue eyes" ->
+    "blue hair, pink eyes"), or None when no two stated colours can trade (each value must
+    exist in the other family).
+
+    Why: a small CLIP text tower reads captions as a bag of words; chibi-64 0.11.0's CLIP read
+    "pink hair, blue eyes" as blue hair (its text heads: one stated colour 0.99 right, two or
+    more 0.76). A caption with the colours swapped is the one negative that only binding tells
+    apart (NegCLIP: Yuksekgonul et al., "When and why vision-language models behave like
+    bags-of-words", ICLR 2023).
+    """
+    fams = [f for f in COLOR_FAMILIES if f in states]
+    pairs = [(a, b) for i, a in enumerate(fams) for b in fams[i + 1:]
+             if states[a] != states[b] and states[a] in ATTRIBUTES[b] and states[b] in ATTRIBUTES[a]]
+    if not pairs:
+        return None
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    out = dict(states)
+    out[a], out[b] = states[b], states[a]
+    return out
+
+
+def swapped_caption(states: dict, lang: str, rng: np.random.Generator) -> str | None:
+    """A training-template caption of :func:`swap_colors` (states), in ``lang``; None when nothing swaps."""
+    new = swap_colors(states, rng)
+    if new is None:
+        return None
+    order = [list(new)[i] for i in rng.permutation(len(new))]
+    return _pick(rng, EN_TEMPLATES if lang == "en" else ZH_TEMPLATES)(new, order, rng)

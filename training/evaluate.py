@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.attributes import ATTRIBUTES, FAMILIES, HEAD_ITEMS, MULTI_VALUED, sample_attributes, visible_families
+from training.attributes import (ATTRIBUTES, COLOR_FAMILIES, FAMILIES, HEAD_ITEMS, MULTI_VALUED, sample_attributes,
+                                 visible_families)
 from training.models import noise_from_seeds
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -316,13 +317,17 @@ JudgeFn = Callable[[np.ndarray], list[dict]]
 
 def prompt_accuracy(sampler: Sampler, judge: JudgeFn, prompts: list[Prompt], seeds: list[int], rerank: int = 1,
                     psi: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Fraction of stated attributes the judge sees, per family, overall and per language.
+    """Fraction of stated attributes the judge sees, per family, overall and per language;
+    and the colour families' checks on prompts stating one colour vs several (`colour_binding`).
 
     `judge` maps uint8 RGBA images to attribute dicts (normally `partial(predict, cnn)`).
     """
     per_family: dict[str, list[bool]] = {f: [] for f in FAMILIES}
     per_lang: dict[str, list[bool]] = {}
     all_ok: list[bool] = []
+    # Colour checks split by how many colour families the prompt states: a gap between the two
+    # is the text embedding binding a colour to the wrong family ("pink hair, blue eyes").
+    colour: dict[str, list[bool]] = {"one": [], "several": []}
     for p in tqdm(prompts, desc=f"prompt accuracy (rerank {rerank})", disable=not progress):
         t = sampler.encode_text([p.text])
         cand_seeds = [s * rerank + j for s in seeds for j in range(rerank)]
@@ -332,14 +337,18 @@ def prompt_accuracy(sampler: Sampler, judge: JudgeFn, prompts: list[Prompt], see
             imgs = imgs.reshape(len(seeds), rerank, *imgs.shape[1:])[np.arange(len(seeds)), scores.argmax(1)]
         for pred in judge(imgs):
             ok = stated_correct(p.attributes, pred)
+            n_colours = sum(f in p.attributes for f in COLOR_FAMILIES)
             for f, hit in ok.items():
                 per_family[f].append(hit)
                 per_lang.setdefault(p.lang or "unknown", []).append(hit)
+                if f in COLOR_FAMILIES:
+                    colour["one" if n_colours == 1 else "several"].append(hit)
             all_ok.append(all(ok.values()))
     checks = [h for hits in per_family.values() for h in hits]
     return {"overall": float(np.mean(checks)), "all_stated_correct": float(np.mean(all_ok)),
             "per_family": {f: float(np.mean(h)) for f, h in per_family.items() if h},
             "per_language": {k: float(np.mean(v)) for k, v in per_lang.items()},
+            "colour_binding": {k: (float(np.mean(v)) if v else None) for k, v in colour.items()},
             "checks": len(checks)}
 
 
@@ -513,9 +522,11 @@ def run(args: argparse.Namespace) -> int:
         "diversity": div,
         "seconds": round(time.time() - t_start, 1),
     }
+    # The hand-written prompts (short, as people type them; the picture's rows) x 8 seeds.
+    free = load_prompts(PROMPT_DIR / "freeform.jsonl")
+    result["freeform_accuracy"] = prompt_accuracy(sampler, judge_fn, free, list(range(8)), 1, psi, progress=progress)
     result["bar"] = check_bar(result)
     (args.out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    free = load_prompts(PROMPT_DIR / "freeform.jsonl")
     picked = [p.text for p in free if p.lang == "en"][:6] + [p.text for p in free if p.lang == "zh"][:6]
     prompt_grid(sampler, picked, list(range(8)), args.out / "samples.png", psi=psi)
     (args.out / "samples.txt").write_text("".join(f"{i + 1}. {t}\n" for i, t in enumerate(picked)), encoding="utf-8")
@@ -547,6 +558,10 @@ def format_table(r: dict[str, Any]) -> str:
              *[f"  {lang:<30}{v:.3f}" for lang, v in pa["per_language"].items()],
              *[f"  {f:<30}{v:.3f}   (judge {r['judge_accuracy'].get(f, float('nan')):.3f})" for f, v in pa["per_family"].items()],
              f"all stated attributes right     {pa['all_stated_correct']:.3f}",
+             *([f"colours: one / several stated   {cb['one']:.3f} / {cb['several']:.3f}"]
+               if (cb := pa.get("colour_binding")) and None not in cb.values() else []),
+             *([f"free-form prompts ({ff['checks']} checks)   {ff['overall']:.3f}   all stated {ff['all_stated_correct']:.3f}"]
+               if (ff := r.get("freeform_accuracy")) else []),
              f"R-precision generated / real    {r['r_precision']['generated']:.3f} / {r['r_precision']['real_ceiling'] or float('nan'):.3f}",
              f"CLIP FD generated / floor       {r['clip_fd']['generated_vs_real']:.4f} / {r['clip_fd']['real_vs_real_floor']:.4f}"
              f"  (x{r['clip_fd']['ratio']:.2f})",

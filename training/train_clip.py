@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     images = data.images
     img_targets = image_targets(data.attributes) if attr_weight else None
     text_targets = mention_targets(bank.targets) if attr_weight else None
+    swap_weight = float(tcfg.get("swap_negative_weight", 0.0)) if data.attributes is not None else 0.0
+    swap_tokens, swap_index = (swap_negatives(data.captions, cfg["model"]["text_cfg"]["context_length"], tcfg["seed"])
+                               if swap_weight else (None, None))
 
     model.to(device)
     embed_dim = model.text_projection.shape[1]
@@ -167,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
                 loss_i, acc_i = attribute_loss(read_embedding(heads["image"], img_f.float()), select(img_targets, torch.from_numpy(idx)))
                 loss = loss + attr_weight * (loss_t + loss_i)
                 attr_acc = (acc_t, acc_i)
+            swap_acc = None
+            if swap_weight:
+                loss_s, swap_acc = swap_loss(model, img_f.float(), txt_f.float(), swap_tokens, swap_index[choice], device)
+                loss = loss + swap_weight * loss_s
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, d)
@@ -183,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
                    "lr": lr_at(step - 1, tcfg), "samples_per_s": round(n_last / (now - t_last), 1)}
             if attr_acc is not None:
                 row["attr_acc_text"], row["attr_acc_image"] = round(attr_acc[0], 4), round(attr_acc[1], 4)
+            if swap_acc is not None:
+                row["swap_acc"] = round(swap_acc, 4)
             t_last, n_last = now, 0
             if step % tcfg["sample_every"] == 0 or step == tcfg["steps"]:
                 model.eval()
@@ -198,6 +207,40 @@ def run(args: argparse.Namespace) -> int:
     shutdown_distributed()
     return 0
 
+
+
+def swap_negatives(captions: list[list], context_length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per caption, the tokens of the same statement with two colours swapped (config
+    `swap_negative_weight`; training.captions.swap_colors says why): (tokens [M, C], index [N]
+    into them, -1 where the caption states no two colours that can trade)."""
+    from training.captions import swapped_caption
+    from training.text import tokenize
+
+    rng = np.random.default_rng([seed, 17])
+    texts, index = [], []
+    for caps in captions:
+        for c in caps:
+            t = swapped_caption(c.states, c.lang, rng) if c.states and c.lang in ("en", "zh") else None
+            index.append(len(texts) if t is not None else -1)
+            if t is not None:
+                texts.append(t)
+    tokens = tokenize(texts, context_length).to(torch.int32) if texts else torch.zeros(0, context_length, dtype=torch.int32)
+    return tokens, torch.tensor(index, dtype=torch.int64)
+
+
+def swap_loss(model: torch.nn.Module, img_f: torch.Tensor, txt_f: torch.Tensor, swap_tokens: torch.Tensor,
+              index: torch.Tensor, device: str) -> tuple[torch.Tensor, float | None]:
+    """Each image must be closer to its caption than to the colour-swapped caption:
+    -log softmax([s·<i, t>, s·<i, t_swapped>])[0], over the batch rows that have one.
+    Returns (loss, fraction of those rows already ranked right)."""
+    has = index >= 0
+    if not bool(has.any()):
+        return img_f.sum() * 0.0, None
+    neg_f = encode_texts(model, swap_tokens[index[has]].long().to(device)).float()
+    rows = has.to(img_f.device)
+    scale = model.logit_scale.exp()
+    margin = scale * ((img_f[rows] * neg_f).sum(-1) - (img_f[rows] * txt_f[rows]).sum(-1))
+    return torch.nn.functional.softplus(margin).mean(), float((margin < 0).float().mean())
 
 
 def _attribute_vocabulary(data_dir: Path) -> dict[str, list[str]]:
