@@ -12,10 +12,10 @@ import torch
 
 from training import train_gan
 from training.cli import main as train_main
-from training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes
+from training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
 from training.labels import caption_targets
 from training.latent import (CODE_BLOCKS, CODE_DIMS, CODE_HIDERS, CODE_LOG_MARGINAL, HEAD_SET_P, HEAD_SETS, SINGLE_FAMILIES, attribute_indices,
-                             code_to_attributes, head_set_index, indices_to_code)
+                             code_to_attributes, head_set_index, indices_to_code, open_log_frequencies)
 from training.models import AttributePrior, build_generator, load_config, load_gan_checkpoint, noise_from_seeds
 
 
@@ -275,6 +275,7 @@ def test_reconstruction_and_prior_loss_teach_g_the_caption_and_the_open_choice()
     ({}, {"prior_weight": 0.0}, "needs train.prior_weight > 0"),
     ({}, {"latent": "argmax"}, "train.latent codes z"),
     ({"prior": False}, {}, "train.prior_weight trains the attribute prior: it needs model option prior"),
+    ({"prior": False}, {"prior_weight": 0.0, "prior_open_from_data": True}, "prior_open_from_data fits the attribute prior's open draws"),
 ])
 def test_prior_options_are_checked_before_training(tiny_run: tuple[Path, Path], tmp_path: Path,
                                                    model: dict, train: dict, message: str) -> None:
@@ -305,6 +306,18 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
         assert all(r["prior_loss"] > 0 and 0 <= r["prior_acc_stated"] <= 1 for r in rows)
     g, _, raw = load_gan_checkpoint(gan / "checkpoint.pt")
     assert g.prior is not None
+    # gan-test fits the open draws to the data's captions (as gan-64 does); gan-test-rec keeps the sampling frequencies.
+    from training.dataset import load_dataset
+    from training.latent import stated_blocks
+
+    ds = load_dataset(data, progress=False)
+    pairs = torch.tensor([len(caps) for caps in ds.captions])
+    fitted = open_log_frequencies(stated_blocks([[c.states for c in caps] for caps in ds.captions]),
+                                  attribute_indices(ds.attributes).repeat_interleave(pairs, dim=0)).exp()
+    assert torch.allclose(g.prior.marginal, fitted) and not torch.allclose(fitted, CODE_LOG_MARGINAL.exp(), atol=1e-3)
+    assert torch.allclose(load_gan_checkpoint(rec / "checkpoint.pt")[0].prior.marginal, CODE_LOG_MARGINAL.exp())
+    written = json.loads((gan / "prior_open.json").read_text())
+    assert abs(written["blush"]["no"] - float(torch.split(fitted, CODE_BLOCKS)[SINGLE_FAMILIES.index("blush")][1])) < 1e-4
     z = torch.from_numpy(noise_from_seeds(list(range(6)), g.z_dim))
     text = torch.nn.functional.normalize(torch.randn(6, raw["embed_dim"], generator=torch.Generator().manual_seed(0)), dim=1)
     psi = torch.tensor([1.0, 1.0, 0.7, 0.7, 0.0, 0.5])
@@ -315,3 +328,54 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
     with torch.no_grad():
         ref = GeneratorGraph(g)(z, text, psi).numpy()
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_open_frequencies_follow_what_captions_leave_unsaid() -> None:
+    """Captions that mention a blush only when there is one: where a caption is silent about
+    it there is none, and the fitted open draw says so; a family no caption mentions keeps
+    the renders' own frequencies."""
+    rng = np.random.default_rng(0)
+    attrs = [sample_attributes(rng) for _ in range(2000)]
+    values = attribute_indices(attrs)
+    blush = SINGLE_FAMILIES.index("blush")
+    stated = torch.zeros(len(attrs), len(CODE_BLOCKS), dtype=torch.bool)
+    stated[:, blush] = torch.tensor([a["blush"] == "yes" for a in attrs])
+    freq = torch.split(open_log_frequencies(stated, values).exp(), CODE_BLOCKS)
+    assert freq[blush][ATTRIBUTES["blush"].index("no")] > 0.99
+    hair = SINGLE_FAMILIES.index("hair_color")
+    seen = torch.bincount(values[:, hair], minlength=CODE_BLOCKS[hair]).double() + 1
+    assert torch.allclose(freq[hair].double(), seen / seen.sum(), atol=1e-6)
+
+
+def test_open_frequencies_make_the_priors_open_draw_match_the_data() -> None:
+    """The defining property: with the gate sure of what each caption states and the fitted
+    frequencies, AttributePrior.mix's open share averages, family by family, to how often
+    each value occurs where captions leave the family open, although a caption that names
+    the eye colour rules sunglasses out (the hiding rules). The sampling frequencies miss it."""
+    rng = np.random.default_rng(1)
+    attrs = [sample_attributes(rng) for _ in range(3000)]
+    values = attribute_indices(attrs)
+    # Captions state each visible family with a chance that depends on its value (sunglasses and no blush less often).
+    names = SINGLE_FAMILIES + ["head_accessory"]
+    stated = torch.zeros(len(attrs), len(CODE_BLOCKS), dtype=torch.bool)
+    for i, a in enumerate(attrs):
+        visible = visible_families(a)
+        for b, f in enumerate(names):
+            p = 0.15 if a.get(f) in ("sunglasses", "no") else 0.5
+            stated[i, b] = (f == "head_accessory" or f in visible) and rng.random() < p
+    fitted = open_log_frequencies(stated, values)
+    gates = torch.where(stated, 30.0, -30.0)
+    logits = [30.0 * torch.nn.functional.one_hot(values[:, b], k).float() for b, k in enumerate(CODE_BLOCKS)]
+    errors = {}
+    for name, marginal in (("fitted", fitted), ("sampling", CODE_LOG_MARGINAL)):
+        prior = AttributePrior(8, CODE_BLOCKS, marginal, CODE_HIDERS)
+        with torch.no_grad():
+            p = [lp.exp() for lp in prior.mix(logits, gates)]
+        worst = 0.0
+        for b, k in enumerate(CODE_BLOCKS):
+            rows = ~stated[:, b]
+            counts = torch.bincount(values[rows, b], minlength=k).double() + 1
+            worst = max(worst, float((p[b][rows].double().mean(0) - counts / counts.sum()).abs().max()))
+        errors[name] = worst
+    assert errors["fitted"] < 2e-3, errors
+    assert errors["sampling"] > 0.05, errors

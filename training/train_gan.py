@@ -33,7 +33,9 @@ With model option `prior` (training.models.AttributePrior), G turns T into p(val
 for every family and the head-accessory set and picks the values with z's first dims; the
 reconstruction hands G the render's true values instead of a coded z (so `latent` and
 `code_jitter` do not apply), and `prior_weight` trains the prior (does the caption state
-each family, and which value) in every stage.
+each family, and which value) in every stage. `prior_open_from_data: true` fits what the
+prior draws for the families a caption leaves open to the data's captions
+(training.latent.open_log_frequencies; written to RUN_DIR/prior_open.json).
 An EMA copy of G is what samples, checkpoints for export, and evaluation use.
 `--init CKPT` starts from another GAN run's weights (G from its EMA copy; the next stage of a recipe).
 """
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -55,9 +58,9 @@ from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select, stated
-from training.latent import (SINGLE_FAMILIES, attribute_indices, check_z_dim, code_to_attributes, encode_latents, head_set_index,
-                             indices_to_code)
-from training.attributes import MULTI_VALUED
+from training.latent import (CODE_BLOCKS, HEAD_SETS, SINGLE_FAMILIES, attribute_indices, check_z_dim, code_to_attributes, encode_latents,
+                             head_set_index, indices_to_code, open_log_frequencies, stated_blocks)
+from training.attributes import ATTRIBUTES, MULTI_VALUED
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -234,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("model option prior needs train.prior_weight > 0 (nothing else trains the prior)")
     elif prior_weight:
         raise ValueError("train.prior_weight trains the attribute prior: it needs model option prior")
+    prior_open_from_data = bool(tcfg.get("prior_open_from_data", False))
+    if prior_open_from_data and not has_prior:
+        raise ValueError("train.prior_open_from_data fits the attribute prior's open draws: it needs model option prior")
     if rec_weight and not has_prior:
         if code_jitter and data.jitter is None:
             raise ValueError(f"code_jitter needs each render's jitter draws; {args.data}/metadata.jsonl has none "
@@ -293,6 +299,19 @@ def run(args: argparse.Namespace) -> int:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step = ckpt["step"]
+    if prior_open_from_data:
+        # After loading (an --init or resumed G carries its own): the same fit every time, from the data alone.
+        pairs = [len(caps) for caps in data.captions]
+        freq = open_log_frequencies(stated_blocks([[c.states for c in caps] for caps in data.captions]),
+                                    values.repeat_interleave(torch.tensor(pairs), dim=0))
+        for model in (g, g_ema):
+            model.prior.marginal.copy_(freq.exp())
+        if d.main:
+            labels = [ATTRIBUTES[f] for f in SINGLE_FAMILIES] + [[" + ".join(h) or "none" for h in HEAD_SETS]]
+            blocks = torch.split(freq.exp(), CODE_BLOCKS)
+            (run_dir.path / "prior_open.json").write_text(json.dumps(
+                {n: {v: round(float(x), 4) for v, x in zip(vs, b)} for n, vs, b in zip(SINGLE_FAMILIES + [MULTI_VALUED], labels, blocks)},
+                indent=1) + "\n")
     run_dir.write_config(cfg)
     if d.main:
         print(f"GAN {cfg['name']}: G {count_params(g) / 1e6:.2f} M, D {count_params(disc) / 1e6:.2f} M parameters, "
