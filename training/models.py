@@ -177,7 +177,11 @@ class AttributePrior(nn.Module):
     so, which value (v); p = s * v + (1 - s) * the data's frequencies, where the frequencies
     leave out, in proportion to how sure the prior is that the caption states a family, the
     values that would hide it (`hiders`, training.latent.CODE_HIDERS: a caption that names
-    the eye colour never comes with sunglasses in the data). Trained on exactly
+    the eye colour never comes with sunglasses in the data). "The data's frequencies" start as
+    the renders' sampling frequencies (`log_marginal`); a training stage can fit them to how
+    often each value occurs where captions leave its family open (train option
+    prior_open_from_data, training.latent.open_log_frequencies; buffer `marginal`, saved and
+    exported with the weights). Trained on exactly
     those two questions (train_gan's prior_loss: the gate on "does the caption state it",
     v only on captions that do). Why not one softmax trained on the renders' true values:
     on captions worded unlike the training templates that softmax hedged toward the data's
