@@ -308,12 +308,10 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
     assert g.prior is not None
     # gan-test fits the open draws to the data's captions (as gan-64 does); gan-test-rec keeps the sampling frequencies.
     from training.dataset import load_dataset
-    from training.latent import stated_blocks
+    from training.latent import caption_pairs
 
     ds = load_dataset(data, progress=False)
-    pairs = torch.tensor([len(caps) for caps in ds.captions])
-    fitted = open_log_frequencies(stated_blocks([[c.states for c in caps] for caps in ds.captions]),
-                                  attribute_indices(ds.attributes).repeat_interleave(pairs, dim=0)).exp()
+    fitted = open_log_frequencies(*caption_pairs([[c.states for c in caps] for caps in ds.captions], attribute_indices(ds.attributes))).exp()
     assert torch.allclose(g.prior.marginal, fitted) and not torch.allclose(fitted, CODE_LOG_MARGINAL.exp(), atol=1e-3)
     assert torch.allclose(load_gan_checkpoint(rec / "checkpoint.pt")[0].prior.marginal, CODE_LOG_MARGINAL.exp())
     written = json.loads((gan / "prior_open.json").read_text())

@@ -206,6 +206,8 @@ def _decode_argmax(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch
 # and nothing for G to unlearn when z and the caption disagree at serving time.
 CODE_BLOCKS: list[int] = [k for _, _, k in _BLOCKS] + [len(HEAD_SETS)]  # values per block, families then head sets
 CODE_DIMS = sum(CODE_BLOCKS)
+CODE_FAMILIES: list[str] = SINGLE_FAMILIES + [MULTI_VALUED]  # the family each block picks (the last: the head set)
+_CODE_STARTS: list[int] = [start for _, start, _ in _BLOCKS] + [_HEAD_START]  # each block's first value in the code
 # log of the data's frequency of every value, block by block (training.attributes.sample_attributes:
 # single-valued families uniform, head sets HEAD_SET_P): what the prior says where the caption is silent,
 # until a stage fits it to the data's captions (train option prior_open_from_data, open_log_frequencies below).
@@ -276,13 +278,10 @@ def open_log_frequencies(stated: torch.Tensor, values: torch.Tensor, rounds: int
     a small dataset keeps a little mass. Iterative proportional fitting: the hiding rules make
     each pair's share depend on the others' values, so `rounds` rescalings converge on it."""
     stated, values = stated.bool(), values.long()
-    starts = [0]
-    for k in CODE_BLOCKS[:-1]:
-        starts.append(starts[-1] + k)
     # Which values each pair's stated values rule out (a caption that names the eye colour: no sunglasses).
     allowed = torch.ones(len(values), CODE_DIMS, dtype=torch.float64)
     for value, block, hides in CODE_HIDERS:
-        stated_hidden = stated[:, block] & hides[starts[block] + values[:, block]].bool()
+        stated_hidden = stated[:, block] & hides[_CODE_STARTS[block] + values[:, block]].bool()
         allowed[stated_hidden, value] = 0.0
     freq = CODE_LOG_MARGINAL.exp().double()
     targets = []
@@ -294,7 +293,7 @@ def open_log_frequencies(stated: torch.Tensor, values: torch.Tensor, rounds: int
             rows = ~stated[:, b]
             if not rows.any():
                 continue
-            cols = slice(starts[b], starts[b] + k)
+            cols = slice(_CODE_STARTS[b], _CODE_STARTS[b] + k)
             share = freq[cols] * allowed[rows, cols]
             share = share / share.sum(dim=1, keepdim=True).clamp_min(1e-30)
             freq[cols] = freq[cols] * targets[b] / share.mean(dim=0).clamp_min(1e-30)
@@ -302,9 +301,17 @@ def open_log_frequencies(stated: torch.Tensor, values: torch.Tensor, rounds: int
     return freq.log().float()
 
 
-def stated_blocks(caption_states: list[list[dict]]) -> torch.Tensor:
-    """bool [pairs, blocks] from each render's captions' `states` (training.dataset.Caption),
-    render by render: does the caption state each single-valued family, and (a head-accessory
-    mention) the head set."""
-    return torch.tensor([[f in st for f in SINGLE_FAMILIES + [MULTI_VALUED]] for caps in caption_states for st in caps],
-                        dtype=torch.bool).reshape(-1, len(CODE_BLOCKS))
+def caption_pairs(caption_states: list[list[dict]], values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per (render, caption) pair, what open_log_frequencies reads: bool [pairs, blocks]
+    (does the caption state each single-valued family, and, a head-accessory mention, the head
+    set) from each render's captions' `states` (training.dataset.Caption), and the render's
+    value indices [pairs, blocks] (attribute_indices) repeated for each of its captions."""
+    stated = torch.tensor([[f in st for f in CODE_FAMILIES] for caps in caption_states for st in caps],
+                          dtype=torch.bool).reshape(-1, len(CODE_BLOCKS))
+    return stated, values.repeat_interleave(torch.tensor([len(caps) for caps in caption_states]), dim=0)
+
+
+def code_table(p: torch.Tensor) -> dict[str, dict[str, float]]:
+    """[CODE_DIMS] one number per value -> {family: {value: number}} (head sets named "a + b", "none")."""
+    names = [ATTRIBUTES[f] for f in SINGLE_FAMILIES] + [[" + ".join(h) or "none" for h in HEAD_SETS]]
+    return {f: {v: float(x) for v, x in zip(vs, block)} for f, vs, block in zip(CODE_FAMILIES, names, torch.split(p, CODE_BLOCKS))}

@@ -58,9 +58,8 @@ from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
 from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select, stated
-from training.latent import (CODE_BLOCKS, HEAD_SETS, SINGLE_FAMILIES, attribute_indices, check_z_dim, code_to_attributes, encode_latents,
-                             head_set_index, indices_to_code, open_log_frequencies, stated_blocks)
-from training.attributes import ATTRIBUTES, MULTI_VALUED
+from training.latent import (CODE_FAMILIES, attribute_indices, caption_pairs, check_z_dim, code_table, code_to_attributes,
+                             encode_latents, head_set_index, indices_to_code, open_log_frequencies)
 from training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
@@ -123,7 +122,7 @@ def prior_loss(g, text: torch.Tensor, values: torch.Tensor, caption_targets: Tar
     value_logits, gates = g.prior.parts(text * g.embed_dim ** 0.5)
     values = values.to(text.device)
     st = stated(caption_targets)
-    said = torch.stack([st[f] for f in SINGLE_FAMILIES + [MULTI_VALUED]], dim=1).to(text.device)
+    said = torch.stack([st[f] for f in CODE_FAMILIES], dim=1).to(text.device)
     gate = F.binary_cross_entropy_with_logits(gates, said.float())
     ce = [F.cross_entropy(lg, values[:, b], reduction="none") for b, lg in enumerate(value_logits)]
     value = sum((c * said[:, b]).sum() / said[:, b].sum().clamp_min(1) for b, c in enumerate(ce)) / len(ce)
@@ -299,19 +298,14 @@ def run(args: argparse.Namespace) -> int:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step = ckpt["step"]
-    if prior_open_from_data:
-        # After loading (an --init or resumed G carries its own): the same fit every time, from the data alone.
-        pairs = [len(caps) for caps in data.captions]
-        freq = open_log_frequencies(stated_blocks([[c.states for c in caps] for caps in data.captions]),
-                                    values.repeat_interleave(torch.tensor(pairs), dim=0))
+    if prior_open_from_data and ckpt is None:
+        # After --init (whose G carries the sampling frequencies); a resumed checkpoint already holds the fit.
+        freq = open_log_frequencies(*caption_pairs([[c.states for c in caps] for caps in data.captions], values)).exp()
         for model in (g, g_ema):
-            model.prior.marginal.copy_(freq.exp())
+            model.prior.marginal.copy_(freq)
         if d.main:
-            labels = [ATTRIBUTES[f] for f in SINGLE_FAMILIES] + [[" + ".join(h) or "none" for h in HEAD_SETS]]
-            blocks = torch.split(freq.exp(), CODE_BLOCKS)
-            (run_dir.path / "prior_open.json").write_text(json.dumps(
-                {n: {v: round(float(x), 4) for v, x in zip(vs, b)} for n, vs, b in zip(SINGLE_FAMILIES + [MULTI_VALUED], labels, blocks)},
-                indent=1) + "\n")
+            table = {f: {v: round(x, 4) for v, x in row.items()} for f, row in code_table(freq).items()}
+            (run_dir.path / "prior_open.json").write_text(json.dumps(table, indent=1) + "\n")
     run_dir.write_config(cfg)
     if d.main:
         print(f"GAN {cfg['name']}: G {count_params(g) / 1e6:.2f} M, D {count_params(disc) / 1e6:.2f} M parameters, "
