@@ -106,8 +106,8 @@ def test_detail_and_region_weights_weigh_the_reconstruction_loss(tiny_data: Path
     assert ratios[10.0, 0.0] > 1.05
     assert ratios[10.0, 3.0] > ratios[10.0, 0.0] + 0.02
 
-    for name in ("rec_detail_weight", "rec_region_weight"):
-        cfg["train"].update(rec_weight=0.0, adversarial=True, rec_detail_weight=0.0, rec_region_weight=0.0)
+    for name in ("rec_detail_weight", "rec_region_weight", "rec_shift"):
+        cfg["train"].update(rec_weight=0.0, adversarial=True, rec_detail_weight=0.0, rec_region_weight=0.0, rec_shift=0)
         cfg["train"][name] = 3.0
         path.write_text(json.dumps(cfg))
         with pytest.raises(ValueError, match=name):

@@ -131,6 +131,9 @@ def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
     assert gan_cfg["clip"]["checkpoint"] == str(out / "clip" / "checkpoint.pt")
     rec_stats = [json.loads(line) for line in (out / "gan_rec" / "stats.jsonl").read_text().splitlines()]
     assert rec_stats and all(r["rec_l1"] > 0 and "loss_d" not in r for r in rec_stats)
+    # Both generator stages score G against the render moved to where G drew it (rec_shift).
+    assert all(0.0 <= r["rec_moved"] <= 1.0 for r in rec_stats)
     assert gan_cfg["init"] == str(out / "gan_rec" / "checkpoint.pt")
     stats = [json.loads(line) for line in (out / "gan" / "stats.jsonl").read_text().splitlines()]
-    assert all(0.0 <= r["attr_acc_real"] <= 1.0 and np.isfinite(r["cls_g"]) and r["rec_l1"] > 0 for r in stats)
+    assert all(0.0 <= r["attr_acc_real"] <= 1.0 and np.isfinite(r["cls_g"]) and r["rec_l1"] > 0 and 0.0 <= r["rec_moved"] <= 1.0
+               for r in stats)

@@ -244,7 +244,7 @@ def test_reconstruction_and_prior_loss_teach_g_the_caption_and_the_open_choice()
     for _ in range(250):
         loss = torch.zeros(())
         for text, cap in ((text_said, said), (text_silent, silent)):
-            loss = loss + train_gan.reconstruction_error(g, imgs, text, None, None, cap, values=values).mean()
+            loss = loss + train_gan.reconstruction_error(g, imgs, text, None, None, cap, values=values)[0].mean()
             loss = loss + train_gan.prior_loss(g, text, values, cap)[0]
         opt.zero_grad()
         loss.backward()
