@@ -107,7 +107,8 @@ def reconstruction_error(g, real: torch.Tensor, text: torch.Tensor, image_target
     render's `jitter` draws if given). A G with an attribute prior is handed the render's
     true `values` (training.latent.attribute_indices) in place of its prior's pick.
     With `shift` > 0 each render is first moved (whole pixels, up to `shift` each way) to
-    where G drew it (`align_renders`); also returns the offsets used (index into `offsets`)."""
+    where G drew it (`align_renders`); also returns each render's move (index into
+    `shift_offsets`; 0, no move, without `shift`)."""
     if g.prior is not None:
         if values is None:
             raise ValueError("a generator with an attribute prior reconstructs from the renders' true values")
@@ -129,30 +130,31 @@ def shift_offsets(shift: int) -> list[tuple[int, int]]:
     return sorted(moves, key=lambda m: (m != (0, 0), abs(m[0]) + abs(m[1])))
 
 
-def shifted(x: torch.Tensor, pick: torch.Tensor, shift: int) -> torch.Tensor:
-    """Each image of x [B, C, H, W] moved by its offset shift_offsets(shift)[pick[b]] (edges repeated)."""
+def _moved_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """x [B, C, H, W] (as float) moved by each of shift_offsets(shift), edges repeated: views of one padded copy."""
     h, w = x.shape[-2:]
-    pad = F.pad(x.float(), (shift, shift, shift, shift), mode="replicate").to(x.dtype)
-    moves = shift_offsets(shift)
+    pad = F.pad(x.float(), (shift, shift, shift, shift), mode="replicate")
+    return [pad[..., shift - dy:shift - dy + h, shift - dx:shift - dx + w] for dy, dx in shift_offsets(shift)]
+
+
+def shifted(x: torch.Tensor, pick: torch.Tensor, shift: int) -> torch.Tensor:
+    """Each image of x [B, C, H, W] moved by its offset shift_offsets(shift)[pick[b]]."""
+    views = _moved_views(x, shift)
     out = torch.empty_like(x)
     for k in pick.unique().tolist():
-        dy, dx = moves[k]
         rows = pick == k
-        out[rows] = pad[rows, :, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
+        out[rows] = views[k][rows].to(x.dtype)
     return out
 
 
 def align_renders(fake: torch.Tensor, real: torch.Tensor, shift: int) -> torch.Tensor:
-    """For each image, which move of the render (shift_offsets) lies closest (mean L1) to G's
-    drawing. The renders' position and scale jitter (up to ~1.5 px at 64 px) is not in G's
+    """For each image, which move of the render (index into shift_offsets) lies closest (mean
+    L1) to G's drawing. The renders' position jitter (up to ~1.5 px at 64 px) is not in G's
     input, so plain L1 asks G to draw the average over positions: a blurred edge. Scoring G
     against the best-aligned render leaves the sharpness to the adversarial terms; ties keep
     the smaller move."""
-    h, w = real.shape[-2:]
     with torch.no_grad():
-        pad = F.pad(real.float(), (shift, shift, shift, shift), mode="replicate")
-        errors = torch.stack([(fake - pad[..., shift - dy:shift - dy + h, shift - dx:shift - dx + w]).abs().mean((1, 2, 3))
-                              for dy, dx in shift_offsets(shift)], dim=1)
+        errors = torch.stack([(fake - view).abs().mean((1, 2, 3)) for view in _moved_views(real, shift)], dim=1)
         return errors.argmin(dim=1)
 
 
