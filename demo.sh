@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 echo "== installing moe-avatar (serving install: grpcio, onnxruntime, tokenizers, pillow; no torch)"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e .
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ./clients/python -e .
 
 echo "== starting moe-avatar-server on 127.0.0.1:$PORT with models/"
 "$VENV/bin/moe-avatar-server" --models models --host 127.0.0.1 --port "$PORT" --device auto --log-format text &

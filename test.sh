@@ -9,6 +9,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 echo "== installing moe-avatar[train,test] (torch, open_clip, onnx, pytest, grpcurl ...)"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[train,test]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ./clients/python -e ".[train,test]"
 echo "== running the tests"
 exec "$VENV/bin/python" -m pytest -q "$@"

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.bundle import noise_from_seeds  # noqa: E402
-from export.graphs import GeneratorGraph, ImageEncoder, TextEncoder  # noqa: E402
-from training.models import load_clip_checkpoint, load_gan_checkpoint  # noqa: E402
+from moe_avatar.server.bundle import load_bundle, noise_from_seeds  # noqa: E402
+from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder  # noqa: E402
+from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint  # noqa: E402
 
 
 def matmul_gflops(seconds: float, n: int = 1024) -> float:
@@ -74,12 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the figures here")
     a = p.parse_args(argv)
 
-    manifest = json.loads((a.bundle / "manifest.json").read_text())
-    clip, _ = load_clip_checkpoint(a.clip or Path(manifest["source"]["clip"]))
-    g, _, _ = load_gan_checkpoint(a.gan or Path(manifest["source"]["gan"]), manifest["training"].get("generator_weights", "ema"))
-    res, z_dim, d, ctx = manifest["resolution"], manifest["z_dim"], manifest["embed_dim"], manifest["context_length"]
+    bundle = load_bundle(a.bundle)
+    manifest = bundle.manifest
+    clip, _ = load_clip_checkpoint(a.clip or a.bundle / manifest["source"]["clip"])
+    g, _, _ = load_gan_checkpoint(a.gan or a.bundle / manifest["source"]["gan"], manifest["training"].get("generator_weights", "ema"))
+    res, z_dim, d, ctx = bundle.resolution, bundle.z_dim, bundle.embed_dim, bundle.context_length
     so = ort.SessionOptions()
-    sessions = {k: ort.InferenceSession(str(a.bundle / manifest["files"][k]["path"]), so, providers=["CPUExecutionProvider"])
+    sessions = {k: ort.InferenceSession(str(bundle.path(k)), so, providers=["CPUExecutionProvider"])
                 for k in ("text_encoder", "generator", "image_encoder")}
     modules = {"text_encoder": TextEncoder(clip).eval(), "generator": GeneratorGraph(g).eval(), "image_encoder": ImageEncoder(clip).eval()}
 

@@ -65,11 +65,11 @@ async def _drive(one, calls: int, concurrency: int) -> dict[str, float]:
 
 
 async def in_process(models: Path, calls: int, concurrency: int, max_batch: int) -> dict[str, float]:
-    from server import textures
-    from server.bundle import find_bundles
-    from server.metrics import Metrics
-    from server.pipeline import ModelPipeline
-    from server.runtime import resolve_device
+    from moe_avatar.server import textures
+    from moe_avatar.server.bundle import find_bundles
+    from moe_avatar.server.metrics import Metrics
+    from moe_avatar.server.pipeline import ModelPipeline
+    from moe_avatar.server.runtime import resolve_device
 
     bundle = find_bundles(models)[0]
     runner = concurrent.futures.ThreadPoolExecutor(3)
@@ -111,7 +111,7 @@ def _free_port() -> int:
 
 def _start_server(models: Path, max_batch: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "server.main", "--models", str(models), "--host", "127.0.0.1",
+    server = subprocess.Popen([sys.executable, "-m", "moe_avatar.server.main", "--models", str(models), "--host", "127.0.0.1",
                                "--port", str(port), "--device", "cpu", "--max-batch", str(max_batch),
                                "--log-level", "WARNING", *extra], cwd=ROOT)
     return server, f"127.0.0.1:{port}"

@@ -28,10 +28,10 @@ FORMATS = ("png", "webp", "rgba")
 
 
 async def _avatars(models: Path, n: int):
-    from server.bundle import find_bundles
-    from server.metrics import Metrics
-    from server.pipeline import ModelPipeline
-    from server.runtime import resolve_device
+    from moe_avatar.server.bundle import find_bundles
+    from moe_avatar.server.metrics import Metrics
+    from moe_avatar.server.pipeline import ModelPipeline
+    from moe_avatar.server.runtime import resolve_device
 
     bundle = find_bundles(models)[0]
     pool = concurrent.futures.ThreadPoolExecutor(3)
@@ -52,8 +52,8 @@ async def _wire_bytes(models: Path, fmt: str, size: int) -> tuple[int, int]:
     from moe_avatar_client.client import output_options
     from moeavatar.v1 import avatar_pb2 as pb
     from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-    from server.config import ServerConfig
-    from server.main import AvatarServer
+    from moe_avatar.server.config import ServerConfig
+    from moe_avatar.server.main import AvatarServer
 
     server = AvatarServer(ServerConfig(models=models, host="127.0.0.1", port=0, device="cpu", log_level="ERROR"))
     port = await server.start()
@@ -70,7 +70,7 @@ async def _wire_bytes(models: Path, fmt: str, size: int) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from moeavatar.v1 import avatar_pb2 as pb
-    from server import textures
+    from moe_avatar.server import textures
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=ROOT / "models")

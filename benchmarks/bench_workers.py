@@ -42,12 +42,12 @@ def _free_port() -> int:
 
 
 class Server:
-    """`python -m server.main --workers N` on a free port; ready once every worker serves."""
+    """`python -m moe_avatar.server.main --workers N` on a free port; ready once every worker serves."""
 
     def __init__(self, models: Path, workers: str, device: str) -> None:
         self.workers, self.port = workers, _free_port()
         self.expected = int(workers) if workers.isdigit() else None  # "gpus": from the supervisor's log
-        cmd = [sys.executable, "-m", "server.main", "--models", str(models), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "moe_avatar.server.main", "--models", str(models), "--host", "127.0.0.1",
                "--port", str(self.port), "--device", device, "--workers", workers, "--log-level", "INFO"]
         self.process = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self._serving: set[int] = set()

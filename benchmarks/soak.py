@@ -88,11 +88,11 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m server.main` on a free port with a metrics port; stderr is kept."""
+    """`python -m moe_avatar.server.main` on a free port with a metrics port; stderr is kept."""
 
     def __init__(self, models: pathlib.Path, device: str, extra: list[str]) -> None:
         self.metrics_port = _free_port()
-        cmd = [sys.executable, "-m", "server.main", "--models", str(models), "--host", "127.0.0.1", "--port", "0",
+        cmd = [sys.executable, "-m", "moe_avatar.server.main", "--models", str(models), "--host", "127.0.0.1", "--port", "0",
                "--device", device, "--metrics-port", str(self.metrics_port), "--log-format", "json", *extra]
         self.process = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})

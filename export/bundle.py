@@ -4,8 +4,8 @@ The bundle layout and manifest are specified in models/README.md.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from export import __version__
-from export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
-from export.tokenizer import build_tokenizer, unescape_html
-from training.models import load_clip_checkpoint, load_gan_checkpoint, noise_from_seeds  # noqa: F401 (re-exported)
-
-FORMAT_VERSION = 1
-GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx", "generator": "generator.onnx"}
+from moe_avatar.export import __version__
+from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
+from moe_avatar.export.tokenizer import build_tokenizer
+from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, TOKENIZER_FILE, BundleError, clean_prompt,
+                                      load_bundle, noise_from_seeds, sha256_file)
+from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint
 
 # Parity tolerances: max abs error of ONNX Runtime vs PyTorch fp32.
 # fp16 stores weights as float16 (compute stays float32), so only weight rounding differs.
@@ -40,14 +39,6 @@ PARITY_PROMPTS = [
 
 class ExportError(RuntimeError):
     """Export or verification failed; the message says which file or check."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -102,7 +93,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
             store_weights_fp16(path)
         _check_onnx(path)
         log(f"[export {i}/4] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
-    build_tokenizer(context).save(str(out / "tokenizer.json"))
+    build_tokenizer(context).save(str(out / TOKENIZER_FILE))
     log(f"[export 4/4] tokenizer.json (context {context})")
 
     precision = "fp16" if options.fp16 else "fp32"
@@ -134,14 +125,15 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
                      "generator_weights": options.generator_weights},
         "evaluation": options.evaluation,
         "parity": {"tolerances": TOLERANCES[precision], "rows": report.rows},
-        "source": {"clip": str(clip_ckpt), "gan": str(gan_ckpt)},
+        # Relative to the bundle, so a manifest never carries the build machine's paths.
+        "source": {"clip": os.path.relpath(clip_ckpt, out), "gan": os.path.relpath(gan_ckpt, out)},
     }
-    for key, fname in list(GRAPH_FILES.items()) + [("tokenizer", "tokenizer.json")]:
+    for key, fname in list(GRAPH_FILES.items()) + [("tokenizer", TOKENIZER_FILE)]:
         entry: dict[str, Any] = {"path": fname, "sha256": sha256_file(out / fname), "bytes": (out / fname).stat().st_size}
         if key in specs:
             entry["inputs"], entry["outputs"] = specs[key].inputs, specs[key].outputs
         manifest["files"][key] = entry
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
@@ -176,7 +168,7 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityR
     from tokenizers import Tokenizer
 
     tol = TOLERANCES[precision]
-    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
     text_s, image_s, gen_s = (_session(bundle / GRAPH_FILES[k]) for k in ("text_encoder", "image_encoder", "generator"))
     report = ParityReport()
 
@@ -187,7 +179,7 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityR
 
     for batch in (1, 5):
         prompts = [PARITY_PROMPTS[i % len(PARITY_PROMPTS)] for i in range(batch)]
-        ids = np.array([e.ids for e in tok.encode_batch([unescape_html(p) for p in prompts])], dtype=np.int64)
+        ids = np.array([e.ids for e in tok.encode_batch([clean_prompt(p) for p in prompts])], dtype=np.int64)
         with torch.no_grad():
             ref_t = TextEncoder(clip)(torch.from_numpy(ids)).numpy()
         ort_t = text_s.run(None, {"input_ids": ids})[0]
@@ -209,30 +201,23 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityR
 
 def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | None = None, log=print) -> ParityReport | None:
     """Check the manifest and every file's hash; re-run parity when the checkpoints are at hand."""
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.is_file():
-        raise ExportError(f"{manifest_path}: missing")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ExportError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
-    for key, entry in manifest["files"].items():
-        path = bundle / entry["path"]
-        if not path.is_file():
-            raise ExportError(f"{path}: missing (listed as {key} in the manifest)")
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise ExportError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…")
-        if path.suffix == ".onnx":
-            _check_onnx(path)
-    log(f"{bundle}: manifest and {len(manifest['files'])} file hashes ok")
-    clip_ckpt = clip_ckpt or Path(manifest.get("source", {}).get("clip", ""))
-    gan_ckpt = gan_ckpt or Path(manifest.get("source", {}).get("gan", ""))
-    if not (clip_ckpt.is_file() and gan_ckpt.is_file()):
+    try:
+        checked = load_bundle(bundle)
+    except BundleError as exc:
+        raise ExportError(str(exc)) from exc
+    for key in checked.manifest["files"]:
+        if checked.path(key).suffix == ".onnx":
+            _check_onnx(checked.path(key))
+    log(f"{bundle}: manifest and {len(checked.manifest['files'])} file hashes ok")
+    source = checked.manifest.get("source") or {}
+    clip_ckpt = clip_ckpt or (bundle / source["clip"] if source.get("clip") else None)
+    gan_ckpt = gan_ckpt or (bundle / source["gan"] if source.get("gan") else None)
+    if not (clip_ckpt and gan_ckpt and clip_ckpt.is_file() and gan_ckpt.is_file()):
         log("parity: skipped (source checkpoints not found; pass --clip and --gan)")
         return None
     clip, _ = load_clip_checkpoint(clip_ckpt)
-    g, _, _ = load_gan_checkpoint(gan_ckpt, manifest.get("training", {}).get("generator_weights", "ema"))
-    report = check_parity(bundle, clip, g, manifest["context_length"], manifest["precision"])
+    g, _, _ = load_gan_checkpoint(gan_ckpt, checked.manifest.get("training", {}).get("generator_weights", "ema"))
+    report = check_parity(bundle, clip, g, checked.context_length, checked.precision)
     log(report.table())
     if not report.ok:
         raise ExportError(f"{bundle}: parity check failed")
@@ -241,7 +226,7 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
 
 def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -> None:
     """A Triton model repository (onnxruntime backend, dynamic batching) from a bundle."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = load_bundle(bundle).manifest
     triton_types = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8"}
     for key, fname in GRAPH_FILES.items():
         entry = manifest["files"][key]

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
+from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
 
 
 def _export(argv: list[str]) -> int:

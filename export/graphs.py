@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from training.models import encode_images, encode_texts
+from moe_avatar.server.bundle import graph_io
+from moe_avatar.training.models import encode_images, encode_texts
 
 
 class TextEncoder(nn.Module):
@@ -60,24 +61,9 @@ class GraphSpec:
 
 
 def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int) -> dict[str, GraphSpec]:
-    return {
-        "text_encoder": GraphSpec(
-            inputs=[{"name": "input_ids", "dtype": "int64", "shape": ["batch", context_length]}],
-            outputs=[{"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
-        ),
-        "image_encoder": GraphSpec(
-            inputs=[{"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 4]}],
-            outputs=[{"name": "image_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
-        ),
-        "generator": GraphSpec(
-            inputs=[
-                {"name": "z", "dtype": "float32", "shape": ["batch", z_dim]},
-                {"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]},
-                {"name": "psi", "dtype": "float32", "shape": ["batch"]},
-            ],
-            outputs=[{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
-        ),
-    }
+    """The bundle contract's graph inputs and outputs (moe_avatar.server.bundle.graph_io)."""
+    return {key: GraphSpec(io["inputs"], io["outputs"])
+            for key, io in graph_io(context_length, embed_dim, z_dim, resolution).items()}
 
 
 def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, path: Path, opset: int) -> None:

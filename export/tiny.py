@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from export.bundle import ExportOptions, export_bundle
-from training.models import build_clip, build_discriminator, build_generator, clip_checkpoint, gan_checkpoint, load_config
+from moe_avatar.export.bundle import ExportOptions, export_bundle
+from moe_avatar.training.models import build_clip, build_discriminator, build_generator, clip_checkpoint, gan_checkpoint, load_config
 
 TINY_ATTRIBUTES = {"hair_color": ["pink", "blue", "silver"], "hairstyle": ["twin tails", "bob"]}
 

@@ -4,23 +4,17 @@ open_clip cleans text with ftfy + html.unescape, collapses whitespace, lower-cas
 with a regex and runs byte-level BPE with a `</w>` end-of-word suffix. The server must not
 need torch or open_clip, so we write the same pipeline as a `tokenizer.json`:
 ftfy's width, quote and ligature fixes become `Replace` normalizers; HTML entities are
-unescaped by the caller (`unescape_html`, stdlib only) because `tokenizers` has no such step.
+unescaped by the caller (`moe_avatar.server.bundle.clean_prompt`) because `tokenizers` has no such step.
 """
 from __future__ import annotations
 
 import gzip
-import html
 import unicodedata
 from pathlib import Path
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 # open_clip's split pattern (tokenizer.py), applied after lower-casing.
 SPLIT_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-
-
-def unescape_html(text: str) -> str:
-    """The one cleaning step tokenizer.json cannot express (open_clip unescapes twice)."""
-    return html.unescape(html.unescape(text))
 
 
 def _bytes_to_unicode() -> dict[int, str]:

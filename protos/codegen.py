@@ -1,10 +1,10 @@
 """The one command that regenerates the Python code for the API contract.
 
-    python protos/codegen.py            # writes protos/moeavatar/v1/avatar_pb2*.py(i)
+    python protos/codegen.py            # writes clients/python/moeavatar/v1/avatar_pb2*.py(i)
     python protos/codegen.py --out DIR  # writes into DIR/moeavatar/v1/ (used by the staleness test)
 
-`-I protos` makes the generated imports read `from moeavatar.v1 import avatar_pb2`,
-which matches the installed package name (pyproject maps `moeavatar` -> protos/moeavatar).
+`-I protos` makes the generated imports read `from moeavatar.v1 import avatar_pb2`, the
+package the client distribution (clients/python) ships and the server imports.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 PROTO_ROOT = pathlib.Path(__file__).resolve().parent
+PYTHON_OUT = PROTO_ROOT.parent / "clients" / "python"
 PROTO_FILES = ["moeavatar/v1/avatar.proto"]
 GENERATED = ["moeavatar/v1/avatar_pb2.py", "moeavatar/v1/avatar_pb2.pyi", "moeavatar/v1/avatar_pb2_grpc.py"]
 
@@ -46,7 +47,7 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=pathlib.Path, default=PROTO_ROOT, help="output root (default: protos/)")
+    parser.add_argument("--out", type=pathlib.Path, default=PYTHON_OUT, help="output root (default: clients/python/)")
     args = parser.parse_args(argv)
     for path in generate(args.out):
         print(path)

@@ -1,25 +1,80 @@
-"""Load and check model bundles (format: models/README.md).
+"""The model-bundle contract (format: models/README.md), in one torch-free module.
 
-A bundle that fails any check is refused with a message naming the bundle and the file,
-and the server does not start: serving a half-broken model silently is worse than not
-starting.
+Everything the server, the exporter, the evaluator and the benchmarks share about a bundle
+lives here: the format version, the file names, each graph's input and output names and
+shapes, the seed -> noise rule, the prompt cleaning the tokenizer cannot express, hashing,
+and the one reader of manifest.json (`load_bundle`), which checks a bundle before anything
+uses it. A bundle that fails a check is refused with a message naming the bundle and the
+file or field: serving a half-broken model silently is worse than not starting.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
-REQUIRED_FILES = ("text_encoder", "image_encoder", "generator", "tokenizer")
+import numpy as np
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
+MANIFEST = "manifest.json"
+GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx",
+               "generator": "generator.onnx"}
+TOKENIZER_FILE = "tokenizer.json"
+REQUIRED_FILES = (*GRAPH_FILES, "tokenizer")
 REQUIRED_INTS = ("resolution", "embed_dim", "z_dim", "context_length")
 
 
 class BundleError(RuntimeError):
     """The bundle is unusable; the message says which bundle and which file or field."""
+
+
+def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int) -> dict[str, dict[str, list[dict]]]:
+    """Each graph's inputs and outputs: name, dtype and shape (a str dimension is dynamic)."""
+    return {
+        "text_encoder": {
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", context_length]}],
+            "outputs": [{"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
+        },
+        "image_encoder": {
+            "inputs": [{"name": "image", "dtype": "uint8", "shape": ["batch", "height", "width", 4]}],
+            "outputs": [{"name": "image_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
+        },
+        "generator": {
+            "inputs": [
+                {"name": "z", "dtype": "float32", "shape": ["batch", z_dim]},
+                {"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]},
+                {"name": "psi", "dtype": "float32", "shape": ["batch"]},
+            ],
+            "outputs": [{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
+        },
+    }
+
+
+def noise_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """The seed -> z rule: z = PCG64(seed).standard_normal(z_dim), float32, one row per seed.
+
+    The same seed gives the same avatar in the server, the evaluator and the exporter's
+    parity check, so this is the only place it is written."""
+    return np.stack([np.random.Generator(np.random.PCG64(int(s))).standard_normal(z_dim, dtype=np.float32)
+                     for s in seeds])
+
+
+def clean_prompt(text: str) -> str:
+    """The one cleaning step tokenizer.json cannot express: open_clip unescapes HTML twice."""
+    return html.unescape(html.unescape(text))
+
+
+def sha256_file(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,59 +109,88 @@ class Bundle:
         return int(self.manifest["context_length"])
 
     @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "fp32"))
+
+    @property
     def attributes(self) -> dict[str, list[str]]:
         return {str(k): [str(v) for v in vs] for k, vs in (self.manifest.get("attributes") or {}).items()}
 
     def path(self, key: str) -> pathlib.Path:
         return self.directory / self.manifest["files"][key]["path"]
 
-
-def sha256_file(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    def io(self, key: str) -> dict[str, list[dict]]:
+        """The graph's inputs and outputs as this bundle's sizes make them."""
+        return graph_io(self.context_length, self.embed_dim, self.z_dim, self.resolution)[key]
 
 
-def load_bundle(directory: pathlib.Path) -> Bundle:
-    """Read manifest.json, check format version, fields, file presence and sha256."""
-    manifest_path = directory / "manifest.json"
+def _read_manifest(directory: pathlib.Path) -> dict[str, Any]:
+    manifest_path = directory / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise BundleError(f"{manifest_path}: cannot read manifest: {e}") from e
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: must be a JSON object, not {type(manifest).__name__}")
+    return manifest
+
+
+def _field_problems(manifest: dict[str, Any]) -> list[str]:
+    """Every bad top-level field at once."""
+    problems = []
     version = manifest.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise BundleError(f"{manifest_path}: format_version {version!r} is not supported "
-                          f"(this server reads {SUPPORTED_FORMAT_VERSIONS})")
-    for key in ("name", "version", *REQUIRED_INTS):
-        if key not in manifest:
-            raise BundleError(f"{manifest_path}: missing field {key!r}")
+        problems.append(f"format_version {version!r} is not supported (this code reads {SUPPORTED_FORMAT_VERSIONS})")
+    for key in ("name", "version"):
+        if not isinstance(manifest.get(key), str) or not manifest.get(key):
+            problems.append(f"field {key!r} must be a non-empty string")
     for key in REQUIRED_INTS:
-        if not isinstance(manifest[key], int) or manifest[key] <= 0:
-            raise BundleError(f"{manifest_path}: field {key!r} must be a positive integer")
-    files = manifest.get("files") or {}
-    root = directory.resolve()
-    for key in REQUIRED_FILES:
-        entry = files.get(key)
-        if not entry or "path" not in entry or "sha256" not in entry:
-            raise BundleError(f"{manifest_path}: files.{key} must give path and sha256")
-        path = (directory / entry["path"]).resolve()
-        if root not in path.parents:
-            raise BundleError(f"{manifest_path}: files.{key}.path {entry['path']!r} points outside the bundle")
-        if not path.is_file():
-            raise BundleError(f"{directory.name}: {entry['path']} is missing (listed as files.{key})")
+        value = manifest.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            problems.append(f"field {key!r} must be a positive integer")
+    attributes = manifest.get("attributes", {})
+    if attributes is not None and not (isinstance(attributes, dict) and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in attributes.values())):
+        problems.append("field 'attributes' must map each family to a list of strings")
+    if not isinstance(manifest.get("files"), dict):
+        problems.append("field 'files' must be an object")
+    return problems
+
+
+def _check_file(directory: pathlib.Path, key: str, entry: Any, verify_hashes: bool) -> None:
+    where = f"{directory / MANIFEST}: files.{key}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("sha256"), str):
+        raise BundleError(f"{where} must give path and sha256")
+    path = (directory / entry["path"]).resolve()
+    if directory.resolve() not in path.parents:
+        raise BundleError(f"{where}.path {entry['path']!r} points outside the bundle")
+    if not path.is_file():
+        raise BundleError(f"{directory.name}: {entry['path']} is missing (listed as files.{key})")
+    if verify_hashes:
         actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise BundleError(f"{directory.name}: {entry['path']} is corrupt or replaced: sha256 {actual} "
                               f"does not match the manifest's {entry['sha256']}")
+
+
+def load_bundle(directory: pathlib.Path, verify_hashes: bool = True) -> Bundle:
+    """Read manifest.json and check its fields, then each file's presence and sha256."""
+    directory = pathlib.Path(directory)
+    manifest = _read_manifest(directory)
+    problems = _field_problems(manifest)
+    if problems:
+        raise BundleError(f"{directory / MANIFEST}: " + "; ".join(problems))
+    for key in REQUIRED_FILES:
+        _check_file(directory, key, manifest["files"].get(key), verify_hashes)
+    for key, entry in manifest["files"].items():
+        if key not in REQUIRED_FILES:
+            _check_file(directory, key, entry, verify_hashes)
     return Bundle(directory=directory, manifest=manifest)
 
 
 def find_bundles(repository: pathlib.Path) -> list[Bundle]:
     """Every sub-directory of the model repository that holds a manifest.json."""
-    bundles = [load_bundle(d) for d in sorted(repository.iterdir()) if (d / "manifest.json").is_file()]
+    bundles = [load_bundle(d) for d in sorted(repository.iterdir()) if (d / MANIFEST).is_file()]
     seen: set[tuple[str, str]] = set()
     for b in bundles:
         if (b.name, b.version) in seen:

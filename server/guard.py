@@ -24,8 +24,8 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
-from server.auth import OPEN_SERVICES, handler_like
-from server.validation import RequestError
+from moe_avatar.server.auth import OPEN_SERVICES, handler_like
+from moe_avatar.server.validation import RequestError
 
 log = logging.getLogger("moe_avatar.guard")
 

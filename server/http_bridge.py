@@ -43,7 +43,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from moeavatar.v1 import avatar_pb2 as pb
-from server.service import REQUEST_ID_KEY, AvatarService
+from moe_avatar.server.service import REQUEST_ID_KEY, AvatarService
 
 log = logging.getLogger("moe_avatar.http")
 

@@ -22,17 +22,17 @@ from grpc_reflection.v1alpha import reflection
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server import auth, tls
-from server.bundle import BundleError, find_bundles
-from server.config import ConfigError, ServerConfig, load_config
-from server.guard import RequestGuard
-from server.health import HealthServicer
-from server.http_bridge import HttpBridge
-from server.logs import setup_logging
-from server.metrics import Metrics
-from server.pipeline import ModelPipeline
-from server.runtime import DeviceError, device_description, resolve_device
-from server.service import AvatarService, ModelRegistry
+from moe_avatar.server import auth, tls
+from moe_avatar.server.bundle import BundleError, find_bundles
+from moe_avatar.server.config import ConfigError, ServerConfig, load_config
+from moe_avatar.server.guard import RequestGuard
+from moe_avatar.server.health import HealthServicer
+from moe_avatar.server.http_bridge import HttpBridge
+from moe_avatar.server.logs import setup_logging
+from moe_avatar.server.metrics import Metrics
+from moe_avatar.server.pipeline import ModelPipeline
+from moe_avatar.server.runtime import DeviceError, device_description, resolve_device
+from moe_avatar.server.service import AvatarService, ModelRegistry
 
 log = logging.getLogger("moe_avatar.server")
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_format, config.log_level)
     if config.workers != "1":  # a supervisor of worker processes (server/workers.py)
-        from server.workers import supervise
+        from moe_avatar.server.workers import supervise
 
         return supervise(config)
     try:

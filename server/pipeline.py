@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import html
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,18 +17,12 @@ import numpy as np
 import onnxruntime as ort
 import tokenizers
 
-from server.batcher import MicroBatcher
-from server.bundle import Bundle
-from server.metrics import Metrics
-from server.runtime import SessionFactory
+from moe_avatar.server.batcher import MicroBatcher
+from moe_avatar.server.bundle import Bundle, clean_prompt, noise_from_seeds
+from moe_avatar.server.metrics import Metrics
+from moe_avatar.server.runtime import SessionFactory
 
 log = logging.getLogger("moe_avatar.pipeline")
-
-
-def noise_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
-    """The bundle's seed -> z rule (models/README.md): the same seed means the same avatar."""
-    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32)
-                     for s in seeds])
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -136,10 +129,8 @@ class ModelPipeline:
             await b.stop()
 
     def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
-        # HTML entities are the one open_clip cleaning step tokenizer.json cannot express
-        # (models/README.md); open_clip unescapes twice.
-        texts = [html.unescape(html.unescape(p)) for p in prompts]
-        ids = np.array([e.ids for e in self.tokenizer.encode_batch(texts)], dtype=np.int64)
+        ids = np.array([e.ids for e in self.tokenizer.encode_batch([clean_prompt(p) for p in prompts])],
+                       dtype=np.int64)
         if ids.shape[1] != self.bundle.context_length:  # the bundle promises exactly C ids
             raise RuntimeError(f"{self.bundle.name}: tokenizer gave {ids.shape[1]} ids, manifest says "
                                f"context_length {self.bundle.context_length}")

@@ -22,11 +22,12 @@ import numpy as np
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server import textures, validation
-from server.batcher import QueueFull
-from server.metrics import Metrics
-from server.pipeline import Avatar, ModelPipeline, noise_from_seeds, select_best, slerp
-from server.validation import RequestError
+from moe_avatar.server import textures, validation
+from moe_avatar.server.batcher import QueueFull
+from moe_avatar.server.metrics import Metrics
+from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.server.pipeline import Avatar, ModelPipeline, select_best, slerp
+from moe_avatar.server.validation import RequestError
 
 log = logging.getLogger("moe_avatar.service")
 

@@ -8,7 +8,7 @@ example does:
 * the parent reserves the port with a socket that has SO_REUSEPORT set (it never listens,
   so the kernel never hands it a connection; it only keeps the port ours, and tells us the
   port when --port is 0);
-* each worker is a fresh interpreter (`python -m server.workers`, never a fork of a process
+* each worker is a fresh interpreter (`python -m moe_avatar.server.workers`, never a fork of a process
   that has created gRPC objects) running one ordinary `AvatarServer` bound to the same
   port with `grpc.so_reuseport=1`; the kernel spreads *connections* (not calls) across
   the workers. A client that keeps one channel stays on one worker.
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from server.config import ConfigError, ServerConfig, load_config
+from moe_avatar.server.config import ConfigError, ServerConfig, load_config
 
 log = logging.getLogger("moe_avatar.workers")
 
@@ -150,7 +150,7 @@ class Supervisor:
 
     def start(self) -> None:
         for spec in self.specs:
-            cmd = [sys.executable, "-m", "server.workers", "--worker-index", str(spec.index), "--",
+            cmd = [sys.executable, "-m", "moe_avatar.server.workers", "--worker-index", str(spec.index), "--",
                    *config_argv(spec.config)]
             env = {**os.environ, **spec.env}
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
@@ -239,13 +239,13 @@ class _WorkerFields(logging.Filter):
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """Entry of one worker: `python -m server.workers --worker-index I -- <server flags>`."""
+    """Entry of one worker: `python -m moe_avatar.server.workers --worker-index I -- <server flags>`."""
     import asyncio
 
-    from server.bundle import BundleError
-    from server.logs import setup_logging
-    from server.main import serve
-    from server.runtime import DeviceError
+    from moe_avatar.server.bundle import BundleError
+    from moe_avatar.server.logs import setup_logging
+    from moe_avatar.server.main import serve
+    from moe_avatar.server.runtime import DeviceError
 
     parser = argparse.ArgumentParser(prog="moe-avatar-server worker")
     parser.add_argument("--worker-index", type=int, required=True)

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository directory holding one tiny exported bundle named `tiny` (64 px)."""
-    from export.tiny import make_tiny_bundle
+    from moe_avatar.export.tiny import make_tiny_bundle
 
     repo = tmp_path_factory.mktemp("model_repo")
     make_tiny_bundle(repo / "tiny", name="tiny", resolution=64)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from training import runs, train_clip, train_gan
-from training.cli import main
+from moe_avatar.training import runs, train_clip, train_gan
+from moe_avatar.training.cli import main
 
 SKIP = {"rng", "config", "family", "step", "embed_dim"}  # not parameters, or per-rank by design
 

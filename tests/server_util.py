@@ -1,5 +1,5 @@
 """Helpers that start a REAL moe-avatar server for tests: in-process (own event loop in a
-thread, so the sync client can call it) or as a `python -m server.main` subprocess."""
+thread, so the sync client can call it) or as a `python -m moe_avatar.server.main` subprocess."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ class InProcessServer:
 @contextlib.contextmanager
 def running_server(models: pathlib.Path, **overrides) -> Iterator[InProcessServer]:
     """An AvatarServer on a free loopback port; overrides are ServerConfig fields."""
-    from server.config import ServerConfig
-    from server.main import AvatarServer
+    from moe_avatar.server.config import ServerConfig
+    from moe_avatar.server.main import AvatarServer
 
     settings = dict(models=models, host="127.0.0.1", port=0, device="cpu", log_format="text",
                     log_level="WARNING", grace_seconds=0.0, drain_seconds=0.0)
@@ -103,8 +103,8 @@ def _read_port(process: subprocess.Popen, lines: list[str], timeout: float) -> i
 
 @contextlib.contextmanager
 def subprocess_server(models: pathlib.Path, *args: str, timeout: float = 60) -> Iterator[SubprocessServer]:
-    """`python -m server.main --models DIR --port 0 ...` with JSON logs; SIGTERM at exit."""
-    cmd = [sys.executable, "-m", "server.main", "--models", str(models), "--host", "127.0.0.1", "--port", "0",
+    """`python -m moe_avatar.server.main --models DIR --port 0 ...` with JSON logs; SIGTERM at exit."""
+    cmd = [sys.executable, "-m", "moe_avatar.server.main", "--models", str(models), "--host", "127.0.0.1", "--port", "0",
            "--device", "cpu", "--log-format", "json", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

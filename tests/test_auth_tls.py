@@ -21,9 +21,9 @@ from moe_avatar_client import cli
 from moe_avatar_client.client import AvatarClient
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server import auth, tls
-from server.bundle import BundleError, load_bundle
-from server.config import ConfigError, ServerConfig
+from moe_avatar.server import auth, tls
+from moe_avatar.server.bundle import BundleError, load_bundle
+from moe_avatar.server.config import ConfigError, ServerConfig
 from server_util import running_server, subprocess_server
 from tls_util import make_certs
 

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from training.attributes import MULTI_VALUED, ZH_NAMES, sample_attributes, visible_families
-from training.captions import make_captions, make_eval_caption
+from moe_avatar.training.attributes import MULTI_VALUED, ZH_NAMES, sample_attributes, visible_families
+from moe_avatar.training.captions import make_captions, make_eval_caption
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 HELDOUT_PREFIXES = ("Please make me an avatar", "I want a little character", "Chibi portrait --",
@@ -106,8 +106,8 @@ def test_eval_caption_requires_attributes():
 
 
 def test_swapped_colors_trade_places_and_are_said():
-    from training.attributes import COLOR_FAMILIES
-    from training.captions import swap_colors, swapped_caption
+    from moe_avatar.training.attributes import COLOR_FAMILIES
+    from moe_avatar.training.captions import swap_colors, swapped_caption
 
     rng = np.random.default_rng(5)
     assert swap_colors({"hair_color": "pink", "eye_color": "blue", "hairstyle": "bob"}, rng) == \

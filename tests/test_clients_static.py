@@ -230,7 +230,7 @@ def bridge_error_keys() -> set[str]:
     line {"error": {...}} and the body {"code", "message", "details": [{"field", "description"}], "requestId"}."""
     import grpc
 
-    from server.http_bridge import BridgeError
+    from moe_avatar.server.http_bridge import BridgeError
 
     error = BridgeError(grpc.StatusCode.INVALID_ARGUMENT, "m", [("f", "d")], "request-id").to_json()
     return {"error"} | set(error) | set(error["details"][0])

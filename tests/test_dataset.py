@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import dataset as ds
-from training.dataset import DatasetError, load_dataset
-from training.synth import synthesize
+from moe_avatar.training import dataset as ds
+from moe_avatar.training.dataset import DatasetError, load_dataset
+from moe_avatar.training.synth import synthesize
 
 
 @pytest.fixture(scope="module")

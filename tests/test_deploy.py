@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.config import ENV_PREFIX, ServerConfig, load_config
-from server.metrics import Metrics
+from moe_avatar.server.config import ENV_PREFIX, ServerConfig, load_config
+from moe_avatar.server.metrics import Metrics
 from server_util import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -249,7 +249,9 @@ def test_serving_image_runtime_contract():
     assert any(c.split()[:2] == ["models/", "/models/"] for c in runtime["COPY"])
     # the console scripts used by ENTRYPOINT and HEALTHCHECK exist
     scripts = (REPO_ROOT / "pyproject.toml").read_text()
-    assert 'moe-avatar-server = "server.main:main"' in scripts and 'moe-avatar = "moe_avatar_client.cli:main"' in scripts
+    client_scripts = (REPO_ROOT / "clients" / "python" / "pyproject.toml").read_text()
+    assert 'moe-avatar-server = "moe_avatar.server.main:main"' in scripts
+    assert 'moe-avatar = "moe_avatar_client.cli:main"' in client_scripts
 
 
 def test_onnxruntime_pin_matches_the_development_install():

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import train_gan
-from training.attributes import HEAD_ITEMS, NEUTRAL_ATTRIBUTES
-from training.cli import main as train_main
-from training.dataset import load_dataset
-from training.detail import OWN, REGION, detail_mask, load_or_make_detail_masks
-from training.render import render_avatar, sample_jitter
+from moe_avatar.training import train_gan
+from moe_avatar.training.attributes import HEAD_ITEMS, NEUTRAL_ATTRIBUTES
+from moe_avatar.training.cli import main as train_main
+from moe_avatar.training.dataset import load_dataset
+from moe_avatar.training.detail import OWN, REGION, detail_mask, load_or_make_detail_masks
+from moe_avatar.training.render import render_avatar, sample_jitter
 
 
 @pytest.fixture(scope="module")

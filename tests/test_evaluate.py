@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.attributes import ATTRIBUTES, FAMILIES, MULTI_VALUED, sample_attributes
-from training.evaluate import (PROMPT_DIR, Prompt, diversity, frechet_distance, load_prompts, make_eval_prompts,
+from moe_avatar.training.attributes import ATTRIBUTES, FAMILIES, MULTI_VALUED, sample_attributes
+from moe_avatar.training.evaluate import (PROMPT_DIR, Prompt, diversity, frechet_distance, load_prompts, make_eval_prompts,
                                prompt_accuracy, r_precision, stated_correct)
-from training.render import render_avatar
+from moe_avatar.training.render import render_avatar
 
 
 class RenderSampler:

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import ExportError, ExportOptions, export_bundle, noise_from_seeds, sha256_file, verify_bundle, write_triton_repository
-from export.cli import main as export_main
-from export.tokenizer import build_tokenizer, unescape_html
-from export.tiny import make_tiny_checkpoints
-from training.models import CheckpointError, load_clip_checkpoint, load_gan_checkpoint
+from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
+from moe_avatar.server.bundle import clean_prompt, noise_from_seeds, sha256_file
+from moe_avatar.export.cli import main as export_main
+from moe_avatar.export.tokenizer import build_tokenizer
+from moe_avatar.export.tiny import make_tiny_checkpoints
+from moe_avatar.training.models import CheckpointError, load_clip_checkpoint, load_gan_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_onnx_matches_pytorch_and_batch_is_dynamic(tiny_bundle: Path, checkpoint
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from export.graphs import GeneratorGraph, TextEncoder
+    from moe_avatar.export.graphs import GeneratorGraph, TextEncoder
 
     clip, _ = load_clip_checkpoint(checkpoints[0])
     g, _, _ = load_gan_checkpoint(checkpoints[1])
@@ -97,7 +98,7 @@ def test_tokenizer_matches_open_clip_on_corpus() -> None:
     assert len(prompts) >= 200
     for context in (32, 128):
         tok = build_tokenizer(context)
-        ours = np.array([e.ids for e in tok.encode_batch([unescape_html(p) for p in prompts])])
+        ours = np.array([e.ids for e in tok.encode_batch([clean_prompt(p) for p in prompts])])
         ref = open_clip.tokenize(prompts, context_length=context).numpy()
         mismatched = [prompts[i] for i in np.nonzero((ours != ref).any(axis=1))[0]]
         assert not mismatched, f"context {context}: {mismatched[:5]}"
@@ -113,10 +114,10 @@ def test_verify_detects_tampered_and_missing_files(tiny_bundle: Path, tmp_path: 
     with open(copy / "generator.onnx", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"tampered")
-    with pytest.raises(ExportError, match="generator.onnx: sha256"):
+    with pytest.raises(ExportError, match="generator.onnx is corrupt"):
         verify_bundle(copy, log=lambda *_: None)
     (copy / "generator.onnx").unlink()
-    with pytest.raises(ExportError, match="generator.onnx: missing"):
+    with pytest.raises(ExportError, match="generator.onnx is missing"):
         verify_bundle(copy, log=lambda *_: None)
     assert export_main(["verify", str(copy)]) == 1
 

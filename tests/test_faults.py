@@ -28,8 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moe_avatar_client.client import AvatarClient, StreamAssembler
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server.bundle import BundleError
-from server.pipeline import ModelPipeline
+from moe_avatar.server.bundle import BundleError
+from moe_avatar.server.pipeline import ModelPipeline
 from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
 SERVICE = "moeavatar.v1.AvatarService"
@@ -398,7 +398,7 @@ def test_broken_bundle_is_refused_naming_the_file(model_repo, tmp_path, how, say
 
 
 def test_device_cuda_without_gpu_stops_the_process(model_repo):
-    process = subprocess.Popen([sys.executable, "-m", "server.main", "--models", str(model_repo), "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "moe_avatar.server.main", "--models", str(model_repo), "--port", "0",
                                 "--device", "cuda", "--log-format", "text"], cwd=REPO_ROOT, stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, text=True)
     try:

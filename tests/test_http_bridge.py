@@ -19,9 +19,9 @@ from PIL import Image
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server.http_bridge import HttpBridge
-from server.service import AvatarService
-from server.validation import RequestError
+from moe_avatar.server.http_bridge import HttpBridge
+from moe_avatar.server.service import AvatarService
+from moe_avatar.server.validation import RequestError
 from server_util import free_port, running_server
 
 PROMPT = "pink twin tails, cat ears"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.attributes import ATTRIBUTES, HEAD_ITEMS, sample_attributes, visible_families
-from training.cli import main as train_main
-from training.labels import AttributeHeads, attribute_loss, caption_targets, image_targets, mention_targets
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, sample_attributes, visible_families
+from moe_avatar.training.cli import main as train_main
+from moe_avatar.training.labels import AttributeHeads, attribute_loss, caption_targets, image_targets, mention_targets
 
 
 def test_caption_targets_hold_only_what_the_caption_states() -> None:
@@ -105,8 +105,8 @@ def test_cpu_preset_trains_what_the_bundled_model_records() -> None:
     its clip and last gan stage run (their configs, as the preset passes them) are the ones
     models/chibi-64/manifest.json records. (Session 5's preset overrode gan-64's steps with an
     older count, so the recipe no longer matched the bundle.)"""
-    from training.models import load_config
-    from training.pipeline import PRESETS
+    from moe_avatar.training.models import load_config
+    from moe_avatar.training.pipeline import PRESETS
 
     recorded = json.loads((Path(__file__).resolve().parents[1] / "models" / "chibi-64" / "manifest.json").read_text())["training"]
     preset = PRESETS["cpu"]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, sample_attributes
-from training.labels import caption_targets, image_targets
-from training.render import JITTER_DIMS
-from training.latent import CODED_DIMS, HEAD_SETS, LAYOUTS, SINGLE_FAMILIES, coded_dims, decode_latents, encode_latents, head_set_index
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, sample_attributes
+from moe_avatar.training.labels import caption_targets, image_targets
+from moe_avatar.training.render import JITTER_DIMS
+from moe_avatar.training.latent import CODED_DIMS, HEAD_SETS, LAYOUTS, SINGLE_FAMILIES, coded_dims, decode_latents, encode_latents, head_set_index
 
 
 def _renders(n: int, seed: int = 0) -> list[dict]:

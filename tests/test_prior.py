@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from training import train_gan
-from training.cli import main as train_main
-from training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
-from training.labels import caption_targets
-from training.latent import (CODE_BLOCKS, CODE_DIMS, CODE_HIDERS, CODE_LOG_MARGINAL, HEAD_SET_P, HEAD_SETS, SINGLE_FAMILIES, attribute_indices,
+from moe_avatar.training import train_gan
+from moe_avatar.training.cli import main as train_main
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
+from moe_avatar.training.labels import caption_targets
+from moe_avatar.training.latent import (CODE_BLOCKS, CODE_DIMS, CODE_HIDERS, CODE_LOG_MARGINAL, HEAD_SET_P, HEAD_SETS, SINGLE_FAMILIES, attribute_indices,
                              code_to_attributes, head_set_index, indices_to_code, open_log_frequencies)
-from training.models import AttributePrior, build_generator, load_config, load_gan_checkpoint, noise_from_seeds
+from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.training.models import AttributePrior, build_generator, load_config, load_gan_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -292,8 +293,8 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
     GeneratorGraph, run by ONNX Runtime) picks the same values and draws the same pixels."""
     import onnxruntime as ort
 
-    from export.bundle import ExportOptions, export_bundle
-    from export.graphs import GeneratorGraph
+    from moe_avatar.export.bundle import ExportOptions, export_bundle
+    from moe_avatar.export.graphs import GeneratorGraph
 
     data, clip = tiny_run
     base = ["--data", str(data), "--clip", str(clip), "--steps", "3", "--quiet"]
@@ -307,8 +308,8 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
     g, _, raw = load_gan_checkpoint(gan / "checkpoint.pt")
     assert g.prior is not None
     # gan-test fits the open draws to the data's captions (as gan-64 does); gan-test-rec keeps the sampling frequencies.
-    from training.dataset import load_dataset
-    from training.latent import caption_pairs
+    from moe_avatar.training.dataset import load_dataset
+    from moe_avatar.training.latent import caption_pairs
 
     ds = load_dataset(data, progress=False)
     fitted = open_log_frequencies(*caption_pairs([[c.states for c in caps] for caps in ds.captions], attribute_indices(ds.attributes))).exp()

@@ -18,12 +18,12 @@ def test_generated_code_is_not_stale(tmp_path):
     assert out.returncode == 0, out.stderr
     for name in GENERATED:
         fresh = (tmp_path / "moeavatar" / "v1" / name).read_bytes()
-        checked_in = (REPO_ROOT / "protos" / "moeavatar" / "v1" / name).read_bytes()
+        checked_in = (REPO_ROOT / "clients" / "python" / "moeavatar" / "v1" / name).read_bytes()
         assert fresh == checked_in, f"{name} is stale: run `python protos/codegen.py`"
 
 
 def test_generated_imports_use_the_package_name():
-    grpc_code = (REPO_ROOT / "protos" / "moeavatar" / "v1" / "avatar_pb2_grpc.py").read_text()
+    grpc_code = (REPO_ROOT / "clients" / "python" / "moeavatar" / "v1" / "avatar_pb2_grpc.py").read_text()
     assert "from moeavatar.v1 import avatar_pb2" in grpc_code
 
 

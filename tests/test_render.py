@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.attributes import ATTRIBUTES, MULTI_VALUED, NEUTRAL_ATTRIBUTES, sample_attributes
-from training.render import JITTER_DIMS, downsample, jitter_draws, render_avatar, sample_jitter
+from moe_avatar.training.attributes import ATTRIBUTES, MULTI_VALUED, NEUTRAL_ATTRIBUTES, sample_attributes
+from moe_avatar.training.render import JITTER_DIMS, downsample, jitter_draws, render_avatar, sample_jitter
 
 
 def _neutral(**kw):

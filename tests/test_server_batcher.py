@@ -8,7 +8,7 @@ import concurrent.futures
 import numpy as np
 import pytest
 
-from server.batcher import MicroBatcher, QueueFull
+from moe_avatar.server.batcher import MicroBatcher, QueueFull
 
 
 def run_batches(coro_fn, **kw):

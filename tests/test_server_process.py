@@ -31,9 +31,10 @@ def proc(model_repo):
 
 
 def test_server_modules_do_not_import_torch():
-    code = ("import pkgutil, importlib, sys, server\n"
-            "for m in pkgutil.iter_modules(server.__path__): importlib.import_module('server.' + m.name)\n"
-            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'open_clip', 'training', 'export'))\n"
+    code = ("import pkgutil, importlib, sys, moe_avatar.server as server\n"
+            "for m in pkgutil.iter_modules(server.__path__): importlib.import_module('moe_avatar.server.' + m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'open_clip')\n"
+            "             or n.startswith(('moe_avatar.training', 'moe_avatar.export', 'training', 'export')))\n"
             "print(len(list(pkgutil.iter_modules(server.__path__))), bad)\n"
             "assert not bad, bad\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
@@ -121,7 +122,7 @@ def test_corrupt_bundle_is_refused_naming_the_file(model_repo, tmp_path):
     shutil.copytree(model_repo / "tiny", repo / "tiny")
     with open(repo / "tiny" / "generator.onnx", "ab") as f:
         f.write(b"\0")
-    out = subprocess.run([sys.executable, "-m", "server.main", "--models", str(repo), "--port", "0",
+    out = subprocess.run([sys.executable, "-m", "moe_avatar.server.main", "--models", str(repo), "--port", "0",
                           "--device", "cpu", "--log-format", "text"], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1
@@ -131,7 +132,7 @@ def test_corrupt_bundle_is_refused_naming_the_file(model_repo, tmp_path):
 def test_device_cuda_fails_loudly_without_a_usable_gpu(model_repo):
     import onnxruntime as ort
 
-    from server.runtime import DeviceError, resolve_device
+    from moe_avatar.server.runtime import DeviceError, resolve_device
 
     try:
         factory = resolve_device("cuda", model_repo / "tiny" / "generator.onnx")
@@ -143,9 +144,9 @@ def test_device_cuda_fails_loudly_without_a_usable_gpu(model_repo):
 
 
 def test_bad_config_is_refused(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "server.main", "--models", str(tmp_path / "missing")],
+    out = subprocess.run([sys.executable, "-m", "moe_avatar.server.main", "--models", str(tmp_path / "missing")],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--models / MOE_AVATAR_MODELS" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "server.main", "--models", str(tmp_path), "--max-batch", "0"],
+    out = subprocess.run([sys.executable, "-m", "moe_avatar.server.main", "--models", str(tmp_path), "--max-batch", "0"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--max-batch" in out.stderr

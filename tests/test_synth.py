@@ -7,11 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from training import synth
-from training.attributes import (ATTRIBUTES, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, sample_attributes,
+from moe_avatar.training import synth
+from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, sample_attributes,
                                  validate_attributes)
-from training.dataset import load_dataset
-from training.render import JITTER_DIMS, jitter_draws, render_avatar
+from moe_avatar.training.dataset import load_dataset
+from moe_avatar.training.render import JITTER_DIMS, jitter_draws, render_avatar
 
 
 def assert_true_of(states: dict, attrs: dict) -> None:

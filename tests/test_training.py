@@ -14,14 +14,14 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
-from training import train_clip, train_gan
-from training.attributes import ATTRIBUTES, NEUTRAL_ATTRIBUTES
-from training.labels import caption_targets, image_targets
-from training.latent import encode_latents, head_set_index
-from training.cli import main as train_main
-from training.models import (build_clip, build_discriminator, build_generator, encode_images, encode_texts, load_clip_checkpoint,
+from moe_avatar.training import train_clip, train_gan
+from moe_avatar.training.attributes import ATTRIBUTES, NEUTRAL_ATTRIBUTES
+from moe_avatar.training.labels import caption_targets, image_targets
+from moe_avatar.training.latent import encode_latents, head_set_index
+from moe_avatar.training.cli import main as train_main
+from moe_avatar.training.models import (build_clip, build_discriminator, build_generator, encode_images, encode_texts, load_clip_checkpoint,
                              load_config, load_gan_checkpoint)
-from training.text import tokenize
+from moe_avatar.training.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +151,8 @@ def test_alignment_moves_the_render_to_where_g_drew_it() -> None:
     """rec_shift: a render drawn one pixel right and one up of another (the renderer's position
     jitter) is found at that move, and the aligned error is far below the plain one; an
     unmoved drawing keeps the render where it is."""
-    from training.render import jitter_draws, render_avatar
-    from training.runs import images_to_tensor
+    from moe_avatar.training.render import jitter_draws, render_avatar
+    from moe_avatar.training.runs import images_to_tensor
 
     attrs = dict(NEUTRAL_ATTRIBUTES, background="mint")
     base = [0.5] * jitter_draws(attrs["background"])
@@ -268,7 +268,7 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "training.cli", "clip", "--data", str(tiny_data), "--config", "clip-test", "--out", str(out),
+           "-m", "moe_avatar.training.cli", "clip", "--data", str(tiny_data), "--config", "clip-test", "--out", str(out),
            "--steps", "2", "--batch-size", "8", "--quiet"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -290,7 +290,7 @@ def _free_port() -> int:
 def test_swap_loss_prefers_the_caption_over_its_colour_swap(tiny_data: Path) -> None:
     """The binding negative (config swap_negative_weight): low when the image sits on its caption,
     high when it sits on the swapped one, and it trains the text tower."""
-    from training.dataset import load_dataset
+    from moe_avatar.training.dataset import load_dataset
 
     data = load_dataset(tiny_data, size=None, progress=False)
     tokens, index = train_clip.swap_negatives(data.captions, 32, seed=0)

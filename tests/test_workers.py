@@ -1,6 +1,6 @@
 """`--workers`: several server processes sharing one port (server/workers.py).
 
-The process tests start the real `python -m server.main --workers 2` on the tiny bundle and
+The process tests start the real `python -m moe_avatar.server.main --workers 2` on the tiny bundle and
 check, from the per-request log lines (each carries the worker's pid), that connections
 land on both workers; then that SIGTERM stops everything with exit code 0, and that a
 crashed worker makes the supervisor stop the rest and exit non-zero.
@@ -21,8 +21,8 @@ import pytest
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server.config import ConfigError, ServerConfig, load_config
-from server.workers import config_argv, plan_workers
+from moe_avatar.server.config import ConfigError, ServerConfig, load_config
+from moe_avatar.server.workers import config_argv, plan_workers
 from server_util import REPO_ROOT, free_port, subprocess_server
 
 
@@ -196,7 +196,7 @@ def test_taken_port_fails_before_starting_workers(model_repo):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "server.main", "--models", str(model_repo), "--host", "127.0.0.1",
+        proc = subprocess.run([sys.executable, "-m", "moe_avatar.server.main", "--models", str(model_repo), "--host", "127.0.0.1",
                                "--port", str(port), "--device", "cpu", "--workers", "2", "--log-format", "text"],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.attributes import ATTRIBUTES, COLOR_FAMILIES, MULTI_VALUED, ZH_NAMES, visible_families
+from moe_avatar.training.attributes import ATTRIBUTES, COLOR_FAMILIES, MULTI_VALUED, ZH_NAMES, visible_families
 
 # ----------------------------------------------------------------------------- English
 EN_SUBJECTS = ["girl", "chibi girl", "anime girl", "cute girl", "chibi avatar", "chibi character",

@@ -6,11 +6,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "synth": ("training.synth", "render the procedural avatar dataset"),
-    "clip": ("training.train_clip", "pretrain CLIP on image-caption pairs"),
-    "gan": ("training.train_gan", "train the text-conditioned GAN on a frozen CLIP"),
-    "pipeline": ("training.pipeline", "synth -> clip -> gan in one command (presets)"),
-    "eval": ("training.evaluate", "evaluate a checkpoint or an exported bundle"),
+    "synth": ("moe_avatar.training.synth", "render the procedural avatar dataset"),
+    "clip": ("moe_avatar.training.train_clip", "pretrain CLIP on image-caption pairs"),
+    "gan": ("moe_avatar.training.train_gan", "train the text-conditioned GAN on a frozen CLIP"),
+    "pipeline": ("moe_avatar.training.pipeline", "synth -> clip -> gan in one command (presets)"),
+    "eval": ("moe_avatar.training.evaluate", "evaluate a checkpoint or an exported bundle"),
 }
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.error(f"{args.command} is not available in this install")
-    from training.models import CheckpointError
+    from moe_avatar.training.models import CheckpointError
 
     try:
         return args.run(args)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from training.render import JITTER_DIMS
+from moe_avatar.training.render import JITTER_DIMS
 
 SUPPORTED_MODES = {"RGBA", "RGB", "L", "LA", "P", "PA"}
 PARALLEL_MIN = 4000  # below this, a process pool costs more than it saves

@@ -28,9 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
-from training.attributes import ATTRIBUTES, HEAD_ITEMS
-from training.dataset import parallel_map, write_atomically
-from training.render import render_avatar
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS
+from moe_avatar.training.dataset import parallel_map, write_atomically
+from moe_avatar.training.render import render_avatar
 
 THRESHOLD = 6  # a channel must change by more than this (of 255) for the pixel to count
 VERSION = 2  # bump when the mask's definition changes: old caches are rebuilt

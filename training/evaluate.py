@@ -24,9 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.attributes import (ATTRIBUTES, COLOR_FAMILIES, FAMILIES, HEAD_ITEMS, MULTI_VALUED, sample_attributes,
+from moe_avatar.training.attributes import (ATTRIBUTES, COLOR_FAMILIES, FAMILIES, HEAD_ITEMS, MULTI_VALUED, sample_attributes,
                                  visible_families)
-from training.models import noise_from_seeds
+from moe_avatar.server.bundle import GRAPH_FILES, clean_prompt, load_bundle, noise_from_seeds
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
@@ -70,7 +70,7 @@ def make_eval_prompts(n: int, seed: int = 1234) -> list[tuple[Prompt, dict]]:
     Returns (prompt, full attributes): the full set is a real avatar the prompt is true of,
     which gives the real-render ceiling for R-precision.
     """
-    from training.captions import make_eval_caption
+    from moe_avatar.training.captions import make_eval_caption
 
     rng = np.random.default_rng(seed)
     out = []
@@ -199,7 +199,7 @@ def train_judge(images: np.ndarray, attrs: list[dict], steps: int = 1200, batch:
 
 def load_or_train_judge(data_dir: Path, cache: Path, progress: bool = True, log=print) -> tuple[Judge, dict[str, float]]:
     """The judge for a dataset, trained once and cached (with its held-out accuracy)."""
-    from training.dataset import load_dataset
+    from moe_avatar.training.dataset import load_dataset
 
     if cache.is_file():
         state = torch.load(cache, map_location="cpu", weights_only=False)
@@ -247,7 +247,7 @@ class Sampler(Protocol):
 
 class CheckpointSampler:
     def __init__(self, clip_ckpt: Path, gan_ckpt: Path):
-        from training.models import load_clip_checkpoint, load_gan_checkpoint
+        from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint
 
         self.clip, cfg = load_clip_checkpoint(clip_ckpt)
         self.g, _, _ = load_gan_checkpoint(gan_ckpt)
@@ -256,8 +256,8 @@ class CheckpointSampler:
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> np.ndarray:
-        from training.models import encode_texts
-        from training.text import tokenize
+        from moe_avatar.training.models import encode_texts
+        from moe_avatar.training.text import tokenize
 
         return encode_texts(self.clip, tokenize(prompts, self.context)).numpy()
 
@@ -269,7 +269,7 @@ class CheckpointSampler:
 
     @torch.no_grad()
     def encode_image(self, images: np.ndarray) -> np.ndarray:
-        from training.models import encode_images
+        from moe_avatar.training.models import encode_images
 
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
         return encode_images(self.clip, x).numpy()
@@ -282,28 +282,27 @@ class BundleSampler:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self.manifest = json.loads((bundle / "manifest.json").read_text())
-        files = self.manifest["files"]
-        opts = ["CPUExecutionProvider"]
-        self.text = ort.InferenceSession(str(bundle / files["text_encoder"]["path"]), providers=opts)
-        self.image = ort.InferenceSession(str(bundle / files["image_encoder"]["path"]), providers=opts)
-        self.gen = ort.InferenceSession(str(bundle / files["generator"]["path"]), providers=opts)
-        self.tok = Tokenizer.from_file(str(bundle / files["tokenizer"]["path"]))
-        self.z_dim, self.resolution = self.manifest["z_dim"], self.manifest["resolution"]
+        self.bundle = load_bundle(bundle)
+        self.manifest = self.bundle.manifest
+        self.sessions = {key: ort.InferenceSession(str(self.bundle.path(key)), providers=["CPUExecutionProvider"])
+                         for key in GRAPH_FILES}
+        self.tok = Tokenizer.from_file(str(self.bundle.path("tokenizer")))
+        self.z_dim, self.resolution = self.bundle.z_dim, self.bundle.resolution
+
+    def _run(self, key: str, *inputs: np.ndarray) -> np.ndarray:
+        names = [i["name"] for i in self.bundle.io(key)["inputs"]]
+        return self.sessions[key].run(None, dict(zip(names, inputs)))[0]
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:
-        import html
-
-        ids = np.array([e.ids for e in self.tok.encode_batch([html.unescape(html.unescape(p)) for p in prompts])], dtype=np.int64)
-        return self.text.run(None, {"input_ids": ids})[0]
+        ids = np.array([e.ids for e in self.tok.encode_batch([clean_prompt(p) for p in prompts])], dtype=np.int64)
+        return self._run("text_encoder", ids)
 
     def generate(self, text_emb: np.ndarray, seeds: list[int], psi: float = 1.0) -> np.ndarray:
-        z = noise_from_seeds(seeds, self.z_dim)
-        return self.gen.run(None, {"z": z, "text_embedding": text_emb.astype(np.float32),
-                                   "psi": np.full(len(seeds), psi, dtype=np.float32)})[0]
+        return self._run("generator", noise_from_seeds(seeds, self.z_dim), text_emb.astype(np.float32),
+                         np.full(len(seeds), psi, dtype=np.float32))
 
     def encode_image(self, images: np.ndarray) -> np.ndarray:
-        return self.image.run(None, {"image": np.ascontiguousarray(images)})[0]
+        return self._run("image_encoder", np.ascontiguousarray(images))
 
 
 def _batched(fn, items, batch: int = 256):
@@ -450,7 +449,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.dataset import load_dataset
+    from moe_avatar.training.dataset import load_dataset
 
     progress = not args.quiet
     t_start = time.time()
@@ -482,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
     real_attrs = _real_attributes_for(prompts_path, prompts)
     rp_real = None
     if real_attrs is not None:
-        from training.render import render_avatar
+        from moe_avatar.training.render import render_avatar
 
         real = np.stack([np.asarray(render_avatar(a, sampler.resolution, np.random.default_rng([7, i]))) for i, a in enumerate(real_attrs)])
         rp_real = r_precision(_batched(sampler.encode_image, real), text_emb, np.random.default_rng(0))

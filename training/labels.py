@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, visible_families
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, MULTI_VALUED, visible_families
 
 Targets = dict[str, torch.Tensor]
 

@@ -41,9 +41,9 @@ import math
 
 import torch
 
-from training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, NEUTRAL_ATTRIBUTES, visible_families
-from training.labels import Targets
-from training.render import JITTER_DIMS
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, NEUTRAL_ATTRIBUTES, visible_families
+from moe_avatar.training.labels import Targets
+from moe_avatar.training.render import JITTER_DIMS
 
 SINGLE_FAMILIES: list[str] = [f for f in ATTRIBUTES if f != MULTI_VALUED]
 # Every head-accessory set the sampler can draw, and its probability.

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.labels import AttributeHeads
-from training.latent import CODE_BLOCKS, CODE_HIDERS, CODE_LOG_MARGINAL, normal_to_gumbel
+from moe_avatar.training.labels import AttributeHeads
+from moe_avatar.training.latent import CODE_BLOCKS, CODE_HIDERS, CODE_LOG_MARGINAL, normal_to_gumbel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -99,14 +99,6 @@ def encode_texts(clip: nn.Module, tokens: torch.Tensor, trim: bool = True) -> to
 
 
 # ----------------------------------------------------------------------------- GAN
-
-def noise_from_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
-    """The bundle's seed -> z rule (models/README.md): the same avatar for a seed in training
-    samples, evaluation, export parity and the server (which keeps its own copy of this line,
-    since it never imports training)."""
-    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(z_dim, dtype=np.float32) for s in seeds])
-
-
 
 class Affine(nn.Module):
     """Per-channel scale and shift predicted from the condition (DF-GAN's affine)."""

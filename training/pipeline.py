@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import synth, train_clip, train_gan
+    from moe_avatar.training import synth, train_clip, train_gan
 
     preset = PRESETS[args.preset]
     out: Path = args.out

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from training.attributes import NEUTRAL_ATTRIBUTES, validate_attributes
+from moe_avatar.training.attributes import NEUTRAL_ATTRIBUTES, validate_attributes
 
 RGB = tuple[int, int, int]
 

@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from training.attributes import (ATTRIBUTES, HEAD_CONFLICTS, MULTI_VALUED, NEUTRAL_ATTRIBUTES,
+from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_CONFLICTS, MULTI_VALUED, NEUTRAL_ATTRIBUTES,
                                  ZH_NAMES, combination_count, sample_attributes)
-from training.captions import make_captions
-from training.render import render_avatar, sample_jitter
+from moe_avatar.training.captions import make_captions
+from moe_avatar.training.render import render_avatar, sample_jitter
 
 GENERATOR_VERSION = "procedural-chibi-1"
 

@@ -32,7 +32,7 @@ class CaptionBank:
         # What each caption states, as training targets (training.labels); None for user data without labels.
         self.targets = None
         if states is not None:
-            from training.labels import caption_targets
+            from moe_avatar.training.labels import caption_targets
 
             self.targets = caption_targets([s for row in states for s in row])
 

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
-from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+from moe_avatar.training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
+from moe_avatar.training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            init_distributed, pick_device, rng_state, sample_batch, seed_everything, shutdown_distributed)
-from training.labels import AttributeHeads, attribute_loss, image_targets, mention_targets, read_embedding, select
-from training.text import CaptionBank
+from moe_avatar.training.labels import AttributeHeads, attribute_loss, image_targets, mention_targets, read_embedding, select
+from moe_avatar.training.text import CaptionBank
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,8 +95,8 @@ def retrieval_accuracy(model, images: torch.Tensor, tokens: torch.Tensor) -> flo
 def run(args: argparse.Namespace) -> int:
     from open_clip.loss import ClipLoss
 
-    from training.dataset import load_dataset
-    from training.runs import images_to_tensor
+    from moe_avatar.training.dataset import load_dataset
+    from moe_avatar.training.runs import images_to_tensor
 
     d = init_distributed()
     device = pick_device()
@@ -213,8 +213,8 @@ def swap_negatives(captions: list[list], context_length: int, seed: int) -> tupl
     """Per caption, the tokens of the same statement with two colours swapped (config
     `swap_negative_weight`; training.captions.swap_colors says why): (tokens [M, C], index [N]
     into them, -1 where the caption states no two colours that can trade)."""
-    from training.captions import swapped_caption
-    from training.text import tokenize
+    from moe_avatar.training.captions import swapped_caption
+    from moe_avatar.training.text import tokenize
 
     rng = np.random.default_rng([seed, 17])
     texts, index = [], []

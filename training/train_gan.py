@@ -54,15 +54,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.models import (build_discriminator, build_generator, clip_from_checkpoint, count_params, encode_images, encode_texts,
-                             gan_checkpoint, load_config, noise_from_seeds, read_clip_checkpoint)
-from training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
+from moe_avatar.training.models import (build_discriminator, build_generator, clip_from_checkpoint, count_params, encode_images, encode_texts,
+                             gan_checkpoint, load_config, read_clip_checkpoint)
+from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.training.runs import (RunDir, add_run_arguments, apply_overrides, autocast, average_gradients, broadcast_parameters, gather_rng_states,
                            images_to_tensor, init_distributed, pick_device, rng_state, sample_batch, seed_everything,
                            shutdown_distributed)
-from training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select, stated
-from training.latent import (CODE_FAMILIES, attribute_indices, caption_pairs, check_z_dim, code_table, code_to_attributes,
+from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select, stated
+from moe_avatar.training.latent import (CODE_FAMILIES, attribute_indices, caption_pairs, check_z_dim, code_table, code_to_attributes,
                              encode_latents, head_set_index, indices_to_code, open_log_frequencies)
-from training.text import CaptionBank, tokenize
+from moe_avatar.training.text import CaptionBank, tokenize
 
 # Fixed prompts for the sample grids (English and Chinese), one row each.
 SAMPLE_PROMPTS = [
@@ -236,7 +237,7 @@ def sample_grid(g, clip, z_dim: int, context: int, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.dataset import load_dataset
+    from moe_avatar.training.dataset import load_dataset
 
     d = init_distributed()
     device = pick_device()
@@ -304,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     values = attribute_indices(data.attributes) if has_prior else None
     pixel_weight = None
     if rec_detail_weight or rec_region_weight:
-        from training.detail import OWN, REGION, load_or_make_detail_masks
+        from moe_avatar.training.detail import OWN, REGION, load_or_make_detail_masks
         masks = load_or_make_detail_masks(data, res, progress=d.main and not args.quiet)
         # One weight map per render: 1 + w on its own accessories and irises + w_r where any accessory could be.
         weights = 1 + np.float32(rec_detail_weight) * masks[:, OWN] + np.float32(rec_region_weight) * masks[:, REGION]
