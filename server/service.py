@@ -240,9 +240,11 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
 
     @_rpc
     async def Edit(self, request_iterator, context, request_id: str):
-        """Work on the newest request only; a new request cancels the one in progress."""
-        outbox: asyncio.Queue = asyncio.Queue()
-        newest = -1
+        """Work on the newest request only. A new request cancels the one in progress, which then
+        ends with EditSuperseded unless its terminal event (Done or an error) already went out; a
+        sequence that does not increase is refused in-band and the request in progress goes on."""
+        outbox: asyncio.Queue = asyncio.Queue()  # (kind, EditResponse): answer | superseded | refusal
+        newest = -1  # sequence of the newest accepted request
         end = object()
 
         async def answer(sequence: int, request: pb.GenerateRequest) -> None:
@@ -250,21 +252,28 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
             try:
                 params = validation.generate_params(request, prefix="request.")
                 async for message in self._generate(params, sub_id):
-                    await outbox.put(pb.EditResponse(sequence=sequence, response=message))
+                    await outbox.put(("answer", pb.EditResponse(sequence=sequence, response=message)))
             except QueueFull as e:
-                await outbox.put(pb.EditResponse(sequence=sequence, error=pb.EditError(
-                    code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=f"server busy: {e}")))
+                await outbox.put(("answer", pb.EditResponse(sequence=sequence, error=pb.EditError(
+                    code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=f"server busy: {e}"))))
             except RequestError as e:
-                await outbox.put(pb.EditResponse(sequence=sequence, error=pb.EditError(
-                    code=e.code.value[0], message=e.message)))
+                await outbox.put(("answer", pb.EditResponse(sequence=sequence, error=pb.EditError(
+                    code=e.code.value[0], message=e.message))))
 
         async def read() -> None:
             nonlocal newest
             current: asyncio.Task | None = None
             try:
                 async for edit in request_iterator:
-                    if current is not None and not current.done():
+                    if edit.sequence <= newest:
+                        why = f"must be greater than the previous request's sequence {newest} (got {edit.sequence})"
+                        await outbox.put(("refusal", pb.EditResponse(sequence=edit.sequence, error=pb.EditError(
+                            code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"sequence: {why}"))))
+                        continue
+                    if current is not None:
                         current.cancel()  # stale: the user has moved on
+                        await outbox.put(("superseded", pb.EditResponse(
+                            sequence=newest, superseded=pb.EditSuperseded(by_sequence=edit.sequence))))
                     newest = edit.sequence
                     current = asyncio.create_task(answer(edit.sequence, edit.request))
                 if current is not None:
@@ -275,10 +284,18 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
                 await outbox.put(end)
 
         reader = asyncio.create_task(read())
+        finished = -1  # newest sequence whose terminal event went out
         try:
             while (item := await outbox.get()) is not end:
-                if item.sequence >= newest:  # drop anything a newer request made stale
-                    yield item
+                kind, message = item
+                if kind == "answer" and message.sequence < newest:
+                    continue  # a newer request made it stale; its superseded event follows
+                if kind == "superseded" and message.sequence <= finished:
+                    continue  # it had already ended with Done or an error
+                if kind != "refusal" and (message.HasField("error") or message.HasField("superseded")
+                                          or message.response.HasField("done")):
+                    finished = message.sequence
+                yield message
             await reader  # surfaces reader errors
         finally:
             reader.cancel()

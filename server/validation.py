@@ -155,6 +155,10 @@ def generate_params(req: pb.GenerateRequest, prefix: str = "") -> GenerateParams
     elif count * rerank > MAX_CANDIDATES and count <= MAX_COUNT:
         v.add(f"{prefix}rerank", f"count * rerank must be at most {MAX_CANDIDATES} (got {count} * {rerank})")
     seed = _seed(f"{prefix}seed", req.seed, v) if req.HasField("seed") else secrets.randbelow(2**31)
+    last = seed + count * rerank - 1  # every candidate's seed must be one a client can send back
+    if seed <= MAX_SEED < last and count <= MAX_COUNT and rerank <= MAX_RERANK:
+        v.add(f"{prefix}seed", f"seed + count * rerank - 1 must be at most {MAX_SEED} (2^63-1) "
+                               f"(got {seed} + {count} * {rerank} - 1)")
     psi = _psi(f"{prefix}psi", req.HasField("psi"), req.psi, v)
     output = _output(f"{prefix}output", req.output, v)
     _model(prefix, req.model, req.model_version, v)

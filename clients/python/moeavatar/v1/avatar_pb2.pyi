@@ -206,14 +206,22 @@ class EditRequest(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., request: _Optional[_Union[GenerateRequest, _Mapping]] = ...) -> None: ...
 
 class EditResponse(_message.Message):
-    __slots__ = ("sequence", "response", "error")
+    __slots__ = ("sequence", "response", "error", "superseded")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     response: GenerateResponse
     error: EditError
-    def __init__(self, sequence: _Optional[int] = ..., response: _Optional[_Union[GenerateResponse, _Mapping]] = ..., error: _Optional[_Union[EditError, _Mapping]] = ...) -> None: ...
+    superseded: EditSuperseded
+    def __init__(self, sequence: _Optional[int] = ..., response: _Optional[_Union[GenerateResponse, _Mapping]] = ..., error: _Optional[_Union[EditError, _Mapping]] = ..., superseded: _Optional[_Union[EditSuperseded, _Mapping]] = ...) -> None: ...
+
+class EditSuperseded(_message.Message):
+    __slots__ = ("by_sequence",)
+    BY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    by_sequence: int
+    def __init__(self, by_sequence: _Optional[int] = ...) -> None: ...
 
 class EditError(_message.Message):
     __slots__ = ("code", "message")

@@ -92,7 +92,10 @@ class AvatarServiceServicer:
         drags a slider. The server works on the newest request only; older requests
         still running are cancelled. Every response carries the `sequence` of the
         request it answers, so clients can drop anything older than their newest.
+        Every request ends with exactly one terminal event: its Generate stream's Done,
+        an EditError, or EditSuperseded (a newer request replaced it before it finished).
         An invalid request is answered in-band (EditResponse.error); the session goes on.
+        The HTTP bridge serves the same stream as a WebSocket (GET /v1/edit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
