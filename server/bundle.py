@@ -200,3 +200,37 @@ def find_bundles(repository: pathlib.Path) -> list[Bundle]:
     if not bundles:
         raise BundleError(f"{repository}: no model bundles (sub-directories with a manifest.json)")
     return bundles
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_graph_io(bundle: Bundle, key: str, inputs: Sequence[Any], outputs: Sequence[Any]) -> None:
+    """Check a loaded graph's real inputs and outputs (objects with `.name` and `.shape`,
+    e.g. ONNX Runtime's NodeArg) against `bundle.io(key)`: the same names in the same
+    order, and every fixed dimension equal to the manifest field it comes from.
+
+    A manifest whose sizes disagree with its graphs (z_dim 101 for a generator built for
+    100) would otherwise start a server whose every call fails."""
+    file = bundle.manifest["files"][key]["path"]
+    expected = bundle.io(key)
+    # The same table with field names in place of sizes says which field made each dimension.
+    named = graph_io("context_length", "embed_dim", "z_dim", "resolution")[key]  # type: ignore[arg-type]
+    for kind, actual in (("inputs", inputs), ("outputs", outputs)):
+        want = [e["name"] for e in expected[kind]]
+        got = [a.name for a in actual]
+        if got != want:
+            raise BundleError(f"{bundle.directory.name}: {file} has {kind} {got}, the bundle format "
+                              f"(files.{key}) expects {want}")
+        for exp, name_exp, act in zip(expected[kind], named[kind], actual):
+            shape = list(act.shape)
+            if len(shape) != len(exp["shape"]):
+                raise BundleError(f"{bundle.directory.name}: {file} {kind[:-1]} {act.name!r} has shape "
+                                  f"{_dims(shape)}, the bundle format (files.{key}) expects {_dims(exp['shape'])}")
+            for size, field_name, real in zip(exp["shape"], name_exp["shape"], shape):
+                if isinstance(size, int) and isinstance(real, int) and size != real:
+                    where = (f"field {field_name!r} is {size}" if field_name in REQUIRED_INTS
+                             else f"the bundle format expects {size}")
+                    raise BundleError(f"{bundle.directory / MANIFEST}: {where} but {file} {kind[:-1]} "
+                                      f"{act.name!r} has shape {_dims(shape)}")

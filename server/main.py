@@ -76,6 +76,9 @@ class AvatarServer:
                           text_cache_size=cfg.text_cache_size)
             for b in bundles]
         registry = ModelRegistry(self.pipelines, cfg.default_model)
+        loop = asyncio.get_running_loop()
+        for p in self.pipelines:  # before the port opens: a bundle that cannot run never serves
+            await loop.run_in_executor(onnx_pool, p.warm_up)
         for p in self.pipelines:
             p.start()
 
@@ -99,6 +102,8 @@ class AvatarServer:
                          else self._server.add_insecure_port(address))
         except RuntimeError as e:  # grpc reports a taken port as RuntimeError
             raise OSError(f"--port: cannot bind {cfg.host}:{cfg.port} (in use?)") from e
+        for name in ("", SERVICE_NAME):  # the library's default for "" is SERVING
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)

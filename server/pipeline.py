@@ -18,9 +18,9 @@ import onnxruntime as ort
 import tokenizers
 
 from moe_avatar.server.batcher import MicroBatcher
-from moe_avatar.server.bundle import Bundle, clean_prompt, noise_from_seeds
+from moe_avatar.server.bundle import Bundle, BundleError, check_graph_io, clean_prompt, noise_from_seeds
 from moe_avatar.server.metrics import Metrics
-from moe_avatar.server.runtime import SessionFactory
+from moe_avatar.server.runtime import DeviceError, SessionFactory
 
 log = logging.getLogger("moe_avatar.pipeline")
 
@@ -94,12 +94,12 @@ class ModelPipeline:
                  text_cache_size: int) -> None:
         self.bundle = bundle
         self.provider = factory.provider
-        self.tokenizer = tokenizers.Tokenizer.from_file(str(bundle.path("tokenizer")))
+        self.tokenizer = _load_tokenizer(bundle)
         self._metrics = metrics
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._batchers: dict[str, MicroBatcher] = {}
         for graph in ("text_encoder", "image_encoder", "generator"):
-            session = factory.create(bundle.path(graph))
+            session = _load_session(bundle, graph, factory)
             self._sessions[graph] = session
             log.info("loaded %s %s %s on %s", bundle.name, bundle.version, graph, session.get_providers()[0],
                      extra={"model": bundle.name, "version": bundle.version, "graph": graph,
@@ -110,6 +110,35 @@ class ModelPipeline:
                 on_batch=metrics.on_batch, on_queue=metrics.on_queue)
         self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self._cache_size = text_cache_size
+
+    def warm_up(self) -> None:
+        """One batch-of-one run of every graph, checked against the manifest, before the
+        server says SERVING: a bundle that loads but cannot run is refused at start instead
+        of failing every call (raises BundleError naming the file and field)."""
+        b = self.bundle
+        ids = self._warm_step("tokenizer", "context_length", lambda: self.tokenize(["warm up"]),
+                              (1, b.context_length))
+        text = self._warm_step("text_encoder", "embed_dim", lambda: self._sessions["text_encoder"].run(
+            None, {"input_ids": ids})[0], (1, b.embed_dim))
+        z = noise_from_seeds([0], b.z_dim)
+        image = self._warm_step("generator", "resolution", lambda: self._sessions["generator"].run(
+            None, {"z": z, "text_embedding": text, "psi": np.ones(1, np.float32)})[0],
+            (1, b.resolution, b.resolution, 4), np.uint8)
+        self._warm_step("image_encoder", "embed_dim", lambda: self._sessions["image_encoder"].run(
+            None, {"image": image})[0], (1, b.embed_dim))
+
+    def _warm_step(self, key: str, field: str, run, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        file = self.bundle.manifest["files"][key]["path"]
+        try:
+            out = np.asarray(run())
+        except Exception as e:  # noqa: BLE001 - any failure here is the bundle's
+            raise BundleError(f"{self.bundle.directory.name}: warm-up run of {file} failed "
+                              f"(manifest field {field!r} is {getattr(self.bundle, field)}): {_one_line(e)}") from e
+        if out.shape != shape or (key != "tokenizer" and out.dtype != dtype):
+            raise BundleError(f"{self.bundle.directory / 'manifest.json'}: warm-up run of {file} gave "
+                              f"{out.dtype} {list(out.shape)}, the manifest (field {field!r}) promises "
+                              f"{np.dtype(dtype).name if key != 'tokenizer' else 'int64'} {list(shape)}")
+        return out
 
     @staticmethod
     def _runner(session: ort.InferenceSession):
@@ -184,6 +213,33 @@ class ModelPipeline:
             images = await self.generate(z, text_n, np.full(len(seeds), psi, np.float32), ticket)
             scores = await self.score(images, text_n, ticket)
         return select_best(images, scores, seeds, count, rerank)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:500]
+
+
+def _load_tokenizer(bundle: Bundle) -> tokenizers.Tokenizer:
+    file = bundle.manifest["files"]["tokenizer"]["path"]
+    try:
+        return tokenizers.Tokenizer.from_file(str(bundle.path("tokenizer")))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise BundleError(f"{bundle.directory.name}: {file} is not a tokenizer.json the tokenizers "
+                          f"library can load (files.tokenizer): {_one_line(e)}") from e
+
+
+def _load_session(bundle: Bundle, graph: str, factory: SessionFactory) -> ort.InferenceSession:
+    """An ONNX Runtime session whose real inputs and outputs match the manifest."""
+    file = bundle.manifest["files"][graph]["path"]
+    try:
+        session = factory.create(bundle.path(graph))
+    except DeviceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - ORT's own exception types (InvalidProtobuf, Fail, ...)
+        raise BundleError(f"{bundle.directory.name}: {file} is not an ONNX graph ONNX Runtime can load "
+                          f"(files.{graph}): {_one_line(e)}") from e
+    check_graph_io(bundle, graph, session.get_inputs(), session.get_outputs())
+    return session
 
 
 def select_best(images: np.ndarray, scores: np.ndarray, seeds: Sequence[int], count: int,

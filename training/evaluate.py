@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -455,11 +456,11 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     if args.bundle:
         sampler: Sampler = BundleSampler(args.bundle)
-        source = {"bundle": str(args.bundle)}
+        source = {"bundle": "."}  # stored in this bundle's manifest, whose paths are relative to it
     else:
         cfg = json.loads((args.checkpoint / "config.json").read_text())
         sampler = CheckpointSampler(Path(cfg["clip"]["checkpoint"]), args.checkpoint / "checkpoint.pt")
-        source = {"checkpoint": str(args.checkpoint)}
+        source = {"checkpoint": os.path.relpath(args.checkpoint)}
     args.out.mkdir(parents=True, exist_ok=True)
     judge, judge_acc = load_or_train_judge(args.data, args.judge or args.data / "judge.pt", progress)
 
@@ -508,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = {
         "source": source,
-        "prompts": {"file": str(prompts_path), "count": len(prompts), "seeds": len(seeds)},
+        "prompts": {"file": os.path.relpath(prompts_path, args.bundle or "."), "count": len(prompts), "seeds": len(seeds)},
         "psi": psi,
         "judge_accuracy": judge_acc,
         "prompt_accuracy": acc1,
