@@ -11,8 +11,9 @@
   as UNKNOWN. Bytes that are not a valid request are the caller's fault, so the guard
   decodes them itself and answers INVALID_ARGUMENT.
 
-Health and reflection are not guarded: probes and long health Watch streams must not
-use up a client's allowance.
+Health and reflection are not counted: probes and long health Watch streams must not
+use up a client's allowance (health requests are still decoded here, so garbage sent
+to Health.Check is INVALID_ARGUMENT too).
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def _decoder(deserialize: Callable[[bytes], Any] | None, type_name: str) -> Call
         try:
             return deserialize(raw)
         except Exception as e:  # noqa: BLE001 - any parse failure is the sender's fault
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"request is not a valid {type_name} message ({e.__class__.__name__})") from e
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {type_name} message") from e
     return decode
 
 
@@ -68,14 +68,18 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
             details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
+        if handler is None:
             return handler
+        if details.method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
+            return handler if handler.request_streaming else self._wrap(handler, details.method, count=False)
         return self._wrap(handler, details.method)
 
     # --- bookkeeping --------------------------------------------------------------
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, method: str, error: RequestError) -> None:
-        self._on_refused(method.rsplit("/", 1)[-1], error.code)
+    async def _refuse(self, context: grpc.aio.ServicerContext, method: str, error: RequestError,
+                      count: bool = True) -> None:
+        if count:
+            self._on_refused(method.rsplit("/", 1)[-1], error.code)
         log.warning("refused %s: %s", method, error.message,
                     extra={"method": method, "peer": context.peer(), "code": error.code.name})
         await context.abort(error.code, error.message)
@@ -95,13 +99,16 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         return client
 
     def _leave(self, client: str) -> None:
+        if not client:  # a call that was not counted
+            return
         self._inflight[client] -= 1
         if self._inflight[client] <= 0:
             del self._inflight[client]
 
     # --- wrapping -----------------------------------------------------------------
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str, count: bool = True) -> grpc.RpcMethodHandler:
+        """`count`: the call counts towards its client's in-flight limit and is refused while draining."""
         message_class = getattr(handler.request_deserializer, "__self__", None)  # e.g. GenerateRequest
         descriptor = getattr(message_class, "DESCRIPTOR", None)
         type_name = descriptor.full_name if descriptor is not None else method.rsplit("/", 1)[-1] + " request"
@@ -111,14 +118,14 @@ class RequestGuard(grpc.aio.ServerInterceptor):
 
         async def prepare(request, context):
             """Enter (count the call), then decode a unary request; returns (client, request)."""
-            client = await self._enter(context, method)
+            client = await self._enter(context, method) if count else ""
             if handler.request_streaming:
                 return client, request  # messages are decoded as the servicer reads them
             try:
                 return client, decode(request)
             except RequestError as e:
                 self._leave(client)
-                await self._refuse(context, method, e)
+                await self._refuse(context, method, e, count)
 
         if inspect.isasyncgenfunction(behavior):
             async def call(request, context):

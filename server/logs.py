@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -36,9 +37,17 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
+    """Our loggers at `level`; every other library (aiohttp, asyncio, grpc) and uncaught
+    exceptions at WARNING through the same formatter, so stderr holds only JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger("moe_avatar")
+    ours = logging.getLogger("moe_avatar")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(max(logging.WARNING, ours.level))
+    sys.excepthook = lambda kind, value, tb: root.critical("uncaught exception", exc_info=(kind, value, tb))
+    threading.excepthook = lambda a: root.error("uncaught exception in thread %s", getattr(a.thread, "name", "?"),
+                                                exc_info=(a.exc_type, a.exc_value, a.exc_traceback))

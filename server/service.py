@@ -311,6 +311,7 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
 
     @_rpc
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context, request_id: str):
+        validation.model_ref(request)
         return self.model_info(self.registry.resolve(request.model, request.model_version))
 
     @_rpc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 import grpc
@@ -29,6 +30,9 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 MAX_SEED = 2**63 - 1
 MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 2, 64, 8
 MAX_NAME_CHARS = 128
+# Unicode categories that draw something: letters, marks, numbers, punctuation, symbols
+# (not control Cc, format Cf such as zero-width space and BOM, separators Z*).
+VISIBLE_CATEGORIES = frozenset("LMNPS")
 
 
 class RequestError(Exception):
@@ -98,6 +102,9 @@ def _prompt(field: str, value: str, v: _Violations) -> str:
     text = value.strip()
     if not text:
         v.add(field, "must not be empty")
+    elif not any(unicodedata.category(c)[0] in VISIBLE_CATEGORIES for c in text):
+        v.add(field, "must contain at least one visible character (only control, format or "
+                     "zero-width characters were sent)")
     elif len(text) > MAX_PROMPT_CHARS:
         v.add(field, f"must be at most {MAX_PROMPT_CHARS} characters (got {len(text)})")
     elif (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_PROMPT_BYTES:
@@ -183,6 +190,13 @@ def interpolate_params(req: pb.InterpolateRequest) -> InterpolateParams:
     return InterpolateParams(start_prompt=start_prompt, start_seed=start_seed, end_prompt=end_prompt,
                              end_seed=end_seed, frames=frames, psi=psi, output=output, model=req.model,
                              model_version=req.model_version)
+
+
+def model_ref(req: pb.GetModelInfoRequest) -> None:
+    """The name limits every RPC applies (a long name must not come back in an error)."""
+    v = _Violations()
+    _model("", req.model, req.model_version, v)
+    v.raise_if_any()
 
 
 def text_prompt(req: pb.EncodeTextRequest) -> str:

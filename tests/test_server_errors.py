@@ -3,6 +3,9 @@ right status code, and the server keeps serving everyone else."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import grpc
@@ -61,6 +64,10 @@ BAD_GENERATE = [
     ("output.filter", dict(output=pb.OutputOptions(size=32, filter=9)), "unknown value 9"),
     ("output.row_order", dict(output=pb.OutputOptions(row_order=pb.ROW_ORDER_BOTTOM_UP)), "only to format RGBA8"),
     ("model", dict(model="m" * 200), "at most 128"),
+    ("prompt", dict(prompt="\0\0"), "visible character"),
+    ("prompt", dict(prompt="\u200b\u200c\u200d\u2060"), "visible character"),  # zero-width
+    ("prompt", dict(prompt="\x01\x07\x1b\x7f"), "visible character"),  # control characters
+    ("prompt", dict(prompt="\ufeff"), "visible character"),  # a BOM alone
 ]
 
 
@@ -168,3 +175,51 @@ def test_queue_full_is_resource_exhausted(slow_server):
     error = call_error(stub.Generate, pb.GenerateRequest(prompt="second", seed=1))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in error.details()
     assert [m.WhichOneof("event") for m in first][-1] == "done"  # the first one is unaffected
+
+
+@pytest.mark.parametrize("rpc, request_", [
+    ("EncodeText", pb.EncodeTextRequest(prompt="\ufeff\u200b")),
+    ("Interpolate", pb.InterpolateRequest(start=pb.Endpoint(prompt="\0"), end=pb.Endpoint(prompt="cat ears"))),
+])
+def test_invisible_prompt_is_refused_on_every_rpc(stub, rpc, request_):
+    error = call_error(getattr(stub, rpc), request_)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "visible character" in error.details()
+
+
+def test_get_model_info_applies_the_name_limits(stub):
+    for field, request_ in (("model", pb.GetModelInfoRequest(model="m" * 20_000)),
+                            ("model_version", pb.GetModelInfoRequest(model="tiny", model_version="9" * 5000))):
+        error = call_error(stub.GetModelInfo, request_)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # not a broken status: the name is not echoed
+        assert "at most 128" in violations(error)[field] and len(error.details()) < 200
+
+
+def test_health_check_with_undecodable_bytes_is_invalid_argument(server):
+    with grpc.insecure_channel(server.target) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")  # raw bytes in and out
+        with pytest.raises(grpc.RpcError) as info:
+            check(b"\xff\xff\xff\xff", timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid grpc.health.v1.HealthCheckRequest" in info.value.details()
+        assert "Error" not in info.value.details()  # no Python class names
+        assert check(b"", timeout=10) == b"\x08\x01"  # a valid empty request still says SERVING
+
+
+def test_every_log_line_is_json_including_library_tracebacks():
+    code = """if True:
+        import asyncio, logging
+        from moe_avatar.server.logs import setup_logging
+        setup_logging("json", "INFO")
+        loop = asyncio.new_event_loop()
+        loop.call_exception_handler({"message": "Task exception was never retrieved", "exception": ValueError("x")})
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+        raise RuntimeError("uncaught")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    entries = [json.loads(line) for line in out.stderr.splitlines()]  # fails on any non-JSON line
+    assert [e["logger"] for e in entries] == ["asyncio", "aiohttp.server", "root"]
+    assert "ValueError: x" in entries[0]["exception"]
+    assert all("Traceback" in e["exception"] for e in entries[1:])
