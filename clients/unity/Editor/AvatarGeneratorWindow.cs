@@ -50,8 +50,15 @@ namespace MoeAvatar.Client.Editor
 
         private sealed class Entry
         {
-            public Entry(AvatarTexture avatar, Texture2D preview) { Avatar = avatar; Preview = preview; }
+            public Entry(AvatarTexture avatar, Texture2D preview, Proto.GenerateRequest request)
+            {
+                Avatar = avatar;
+                Preview = preview;
+                Request = request;
+            }
             public AvatarTexture Avatar { get; }
+            /// <summary>The request that made this texture (not the window's fields, which may have changed since).</summary>
+            public Proto.GenerateRequest Request { get; }
             public Texture2D Preview { get; }
             public bool Selected { get; set; }
         }
@@ -177,10 +184,11 @@ namespace MoeAvatar.Client.Editor
             var progress = new Progress<AvatarProgress>(p => { _progress = p; Repaint(); });
             try
             {
-                AvatarResult result = await _client.GenerateAsync(BuildRequest(), progress, cts.Token);
+                Proto.GenerateRequest request = BuildRequest();
+                AvatarResult result = await _client.GenerateAsync(request, progress, cts.Token);
                 ClearEntries();
                 foreach (AvatarTexture avatar in result.Textures)
-                    _entries.Add(new Entry(avatar, AvatarGenerator.ToTexture2D(avatar)));
+                    _entries.Add(new Entry(avatar, AvatarGenerator.ToTexture2D(avatar), request));
                 _status = $"{result.Model} {result.ModelVersion}, base seed {result.Seed}, {result.ServerSeconds:F2}s on the server";
             }
             catch (OperationCanceledException)
@@ -206,7 +214,8 @@ namespace MoeAvatar.Client.Editor
             {
                 if (!entry.Selected) continue;
                 AvatarTexture avatar = entry.Avatar;
-                string name = $"{Slug(_prompt)}_{avatar.Seed}";
+                Proto.GenerateRequest made = entry.Request;
+                string name = $"{Slug(made.Prompt)}_{avatar.Seed}";
                 string png = Path.Combine(_folder, name + ".png");
                 // The server's PNG bytes as they are: re-encoding would lose the bit-exact match.
                 File.WriteAllBytes(png, avatar.Data);
@@ -214,11 +223,11 @@ namespace MoeAvatar.Client.Editor
                 {
                     request = new SidecarRequest
                     {
-                        prompt = _prompt.Trim(),
+                        prompt = made.Prompt.Trim(),
                         count = 1,
                         seed = avatar.Seed?.ToString(CultureInfo.InvariantCulture) ?? "",
                         psi = avatar.Psi,
-                        output = new SidecarOutput { format = "TEXTURE_FORMAT_PNG", size = Mathf.Max(0, _size) },
+                        output = new SidecarOutput { format = "TEXTURE_FORMAT_PNG", size = (int)(made.Output?.Size ?? 0) },
                         model = avatar.Model,
                         modelVersion = avatar.ModelVersion,
                     },

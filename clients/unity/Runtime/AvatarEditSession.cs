@@ -129,6 +129,8 @@ namespace MoeAvatar.Client
                     }
                     switch (response.EventCase)
                     {
+                        case Proto.EditResponse.EventOneofCase.Superseded:
+                            break; // terminal for a request a newer one replaced; already stale here
                         case Proto.EditResponse.EventOneofCase.Error:
                             Proto.EditError error = response.Error;
                             Post(() => { if (sequence == NewestSequence) RequestFailed?.Invoke(error.Code, error.Message); });

@@ -65,6 +65,8 @@ namespace MoeAvatar.Client
         private Sprite? _sprite;
 
         public string Prompt { get => prompt; set => prompt = value; }
+        /// <summary>Where the first texture is shown. The generator owns the Sprite it makes and destroys it on the next request.</summary>
+        public SpriteRenderer? TargetSprite { get => targetSprite; set => targetSprite = value; }
         public long Seed { get => seed; set => seed = value; }
 
         private void Start()
