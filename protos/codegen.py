@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -28,10 +29,19 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import csharp_grpc  # noqa: E402  (next to this file)
-
 PROTO_ROOT = pathlib.Path(__file__).resolve().parent
+
+
+def load_sibling(name: str):
+    """A module next to this file, loaded by path: putting protos/ on sys.path would shadow the
+    generated `moeavatar` package with the proto folder of the same name."""
+    spec = importlib.util.spec_from_file_location(name, PROTO_ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+csharp_grpc = load_sibling("csharp_grpc")
 REPO = PROTO_ROOT.parent
 PYTHON_OUT = REPO / "clients" / "python"
 UNITY_PACKAGE = REPO / "clients" / "unity"

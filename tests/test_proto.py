@@ -50,9 +50,13 @@ def test_generated_csharp_messages_are_not_stale(fresh):
 
 def test_a_proto_change_makes_the_csharp_stale(tmp_path):
     """The staleness check can fail: a renamed RPC changes the generated stub."""
-    sys.path.insert(0, str(REPO_ROOT / "protos"))
-    import csharp_grpc
+    import importlib.util
+
     from google.protobuf import descriptor_pb2
+
+    spec = importlib.util.spec_from_file_location("csharp_grpc", REPO_ROOT / "protos" / "csharp_grpc.py")
+    csharp_grpc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(csharp_grpc)
 
     file = descriptor_pb2.FileDescriptorProto()
     pb.DESCRIPTOR.CopyToProto(file)
