@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from moe_avatar.training import train_gan
+from moe_avatar.training import losses, train_gan
 from moe_avatar.training.cli import main as train_main
 from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
 from moe_avatar.training.labels import caption_targets
@@ -71,7 +71,7 @@ def test_drawn_targets_ask_for_the_picked_value_of_the_stated_families() -> None
     picked = [dict(NEUTRAL_ATTRIBUTES, hair_color="blue", eye_color="green", head_accessory=["cat ears"]),
               dict(NEUTRAL_ATTRIBUTES, hair_color="pink", face_accessory="sunglasses", eye_color="red")]
     caption = caption_targets([{"hair_color": "red", "head_accessory": ["ribbon"]}, {"eye_color": "red", "bangs": NEUTRAL_ATTRIBUTES["bangs"]}])
-    t = train_gan.drawn_targets(indices_to_code(attribute_indices(picked)), caption)
+    t = losses.drawn_targets(indices_to_code(attribute_indices(picked)), caption)
     hair = ATTRIBUTES["hair_color"]
     assert t["hair_color"].tolist() == [hair.index("blue"), -1]
     assert t["eye_color"].tolist() == [-1, -1]  # row 1: stated, but the picked sunglasses hide the eyes
@@ -245,12 +245,12 @@ def test_reconstruction_and_prior_loss_teach_g_the_caption_and_the_open_choice()
     for _ in range(250):
         loss = torch.zeros(())
         for text, cap in ((text_said, said), (text_silent, silent)):
-            loss = loss + train_gan.reconstruction_error(g, imgs, text, None, None, cap, values=values)[0].mean()
-            loss = loss + train_gan.prior_loss(g, text, values, cap)[0]
+            loss = loss + losses.reconstruction_error(g, imgs, text, values)[0].mean()
+            loss = loss + losses.prior_loss(g, text, values, cap)[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _, acc = train_gan.prior_loss(g, text_said, values, said)
+    _, acc = losses.prior_loss(g, text_said, values, said)
     assert float(acc) == 1.0
     with torch.no_grad():
         def nearest(out: torch.Tensor) -> list[int]:
@@ -273,10 +273,10 @@ def test_reconstruction_and_prior_loss_teach_g_the_caption_and_the_open_choice()
 
 
 @pytest.mark.parametrize("model, train, message", [
-    ({}, {"prior_weight": 0.0}, "needs train.prior_weight > 0"),
-    ({}, {"latent": "argmax"}, "train.latent codes z"),
-    ({"prior": False}, {}, "train.prior_weight trains the attribute prior: it needs model option prior"),
-    ({"prior": False}, {"prior_weight": 0.0, "prior_open_from_data": True}, "prior_open_from_data fits the attribute prior's open draws"),
+    ({}, {"prior_weight": 0.0}, "needs prior_weight > 0"),
+    ({}, {"latent": "argmax"}, "unknown key 'latent'"),
+    ({"prior": False}, {}, "prior_weight needs model option prior"),
+    ({"prior": False}, {"prior_weight": 0.0, "prior_open_from_data": True}, "prior_open_from_data needs model option prior"),
 ])
 def test_prior_options_are_checked_before_training(tiny_run: tuple[Path, Path], tmp_path: Path,
                                                    model: dict, train: dict, message: str) -> None:

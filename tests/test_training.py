@@ -14,10 +14,9 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
-from moe_avatar.training import train_clip, train_gan
+from moe_avatar.training import losses, train_clip, train_gan
 from moe_avatar.training.attributes import ATTRIBUTES, NEUTRAL_ATTRIBUTES
 from moe_avatar.training.labels import caption_targets, image_targets
-from moe_avatar.training.latent import encode_latents, head_set_index
 from moe_avatar.training.cli import main as train_main
 from moe_avatar.training.models import (build_clip, build_discriminator, build_generator, encode_images, encode_texts, load_clip_checkpoint,
                              load_config, load_gan_checkpoint)
@@ -114,39 +113,6 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
     assert [r["step"] for r in _stats(gan_dir)] == [1, 2]
 
 
-def test_reconstruction_teaches_g_to_follow_the_caption_and_choose_the_rest_from_z() -> None:
-    """train_gan's rec_weight path on flat-colour "renders" whose only attribute is the hair
-    colour (3 of the 12): half the captions state it (T = that colour's vector, z noise),
-    half do not (T = 0, z coded by training.latent). G must learn both routes."""
-    # A small G at 16 px: big enough to learn the switch between T and z in a few seconds.
-    cfg = dict(load_config("gan-test", "gan")["model"], resolution=16, ch_mult=[2, 1, 1], ngf=8, cond_hidden=32, prior=False)
-    torch.manual_seed(0)
-    colours = [0, 5, 11]  # buckets far apart in z (the middle buckets are narrow)
-    g = build_generator(cfg, 8)
-    palette = torch.rand(len(colours), 3) * 2 - 1
-    attrs = [dict(NEUTRAL_ATTRIBUTES, hair_color=ATTRIBUTES["hair_color"][c]) for c in colours]
-    img_t, heads = image_targets(attrs), head_set_index(attrs)
-    imgs = torch.ones(len(colours), 4, 16, 16)
-    imgs[:, :3] = palette[:, :, None, None]
-    said = caption_targets([{"hair_color": a["hair_color"]} for a in attrs])
-    silent = caption_targets([{}] * len(attrs))
-    text_said = torch.eye(8)[: len(colours)]
-    opt = torch.optim.Adam(g.parameters(), lr=3e-3)
-    for _ in range(250):
-        loss = train_gan.reconstruction_error(g, imgs, text_said, img_t, heads, said)[0].mean() \
-            + train_gan.reconstruction_error(g, imgs, torch.zeros_like(text_said), img_t, heads, silent)[0].mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        def nearest(out: torch.Tensor) -> list[int]:
-            return torch.cdist(out[:, :3].mean((2, 3)), palette).argmin(1).tolist()
-        # Stated: any noise draws the caption's colour.
-        assert nearest(g(torch.randn(len(colours), cfg["z_dim"]), text_said)) == list(range(len(colours)))
-        # Silent: a fresh z in colour c's bucket draws colour c.
-        assert nearest(g(encode_latents(img_t, heads, silent, cfg["z_dim"]), torch.zeros_like(text_said))) == list(range(len(colours)))
-
-
 def test_alignment_moves_the_render_to_where_g_drew_it() -> None:
     """rec_shift: a render drawn one pixel right and one up of another (the renderer's position
     jitter) is found at that move, and the aligned error is far below the plain one; an
@@ -160,12 +126,12 @@ def test_alignment_moves_the_render_to_where_g_drew_it() -> None:
     step = 1 / (64 * 0.044)  # one pixel of the renderer's +-0.022 position jitter at 64 px
     moved[0], moved[1] = 0.5 + step, 0.5 - step
     real, fake = (images_to_tensor(np.stack([np.asarray(render_avatar(attrs, 64, jitter=j))])) for j in (base, moved))
-    pick = train_gan.align_renders(fake, real, 2)
-    assert train_gan.shift_offsets(2)[int(pick)] == (-1, 1)
-    aligned = (fake - train_gan.shifted(real, pick, 2)).abs().mean()
+    pick = losses.align_renders(fake, real, 2)
+    assert losses.shift_offsets(2)[int(pick)] == (-1, 1)
+    aligned = (fake - losses.shifted(real, pick, 2)).abs().mean()
     plain = (fake - real).abs().mean()
     assert aligned < 0.05 * plain  # measured: 0.0001 vs 0.074
-    assert train_gan.shift_offsets(2)[int(train_gan.align_renders(real, real, 2))] == (0, 0)
+    assert losses.shift_offsets(2)[int(losses.align_renders(real, real, 2))] == (0, 0)
 
 
 def test_attribute_heads_read_the_configured_feature_map(tiny_data: Path, tmp_path: Path) -> None:
@@ -287,24 +253,43 @@ def _free_port() -> int:
     return port
 
 
-def test_swap_loss_prefers_the_caption_over_its_colour_swap(tiny_data: Path) -> None:
-    """The binding negative (config swap_negative_weight): low when the image sits on its caption,
-    high when it sits on the swapped one, and it trains the text tower."""
-    from moe_avatar.training.dataset import load_dataset
+def test_a_config_with_unknown_or_bad_keys_is_refused_with_every_name(tiny_data: Path, tmp_path: Path) -> None:
+    """A typo (`rec_wieght`) would train without the option it meant: refused before anything
+    loads, with every bad key named at once; so is a combination of options that cannot train."""
+    cfg = load_config("gan-test", "gan")
+    cfg["train"] = {**cfg["train"], "rec_wieght": 1.0, "steps": "4", "code_jitter": True}
+    del cfg["train"]["lr_g"]
+    (tmp_path / "typo.json").write_text(json.dumps(cfg))
+    args = _args(train_gan, ["--data", str(tiny_data), "--clip", str(tmp_path / "none.pt"), "--config",
+                             str(tmp_path / "typo.json"), "--out", str(tmp_path / "run"), "--quiet"])
+    with pytest.raises(ValueError) as err:
+        train_gan.run(args)
+    for name in ("unknown key 'rec_wieght'", "unknown key 'code_jitter'", "missing key 'lr_g'", "'steps' must be int"):
+        assert name in str(err.value)
+    assert not (tmp_path / "run").exists()  # refused before the run directory or the CLIP checkpoint is touched
 
-    data = load_dataset(tiny_data, size=None, progress=False)
-    tokens, index = train_clip.swap_negatives(data.captions, 32, seed=0)
-    assert int((index >= 0).sum()) == tokens.shape[0] > 0
-    torch.manual_seed(0)
-    model = build_clip(load_config("clip-test")["model"])
-    rows = torch.nonzero(index >= 0).flatten()[:8]
-    caps = [c for cs in data.captions for c in cs]
-    txt_f = encode_texts(model, tokenize([caps[i].text for i in rows], 32))
-    neg_f = encode_texts(model, tokens[index[rows]].long())
-    near_pos, _ = train_clip.swap_loss(model, txt_f.detach(), txt_f, tokens, index[rows], "cpu")
-    near_neg, acc = train_clip.swap_loss(model, neg_f.detach(), txt_f, tokens, index[rows], "cpu")
-    assert near_pos.item() < np.log(2) < near_neg.item() and acc == 0.0
-    near_neg.backward()
-    assert model.token_embedding.weight.grad.abs().sum() > 0
-    none, acc = train_clip.swap_loss(model, txt_f, txt_f, tokens, torch.full((3,), -1), "cpu")
-    assert none.item() == 0.0 and acc is None
+    rec = load_config("gan-test-rec", "gan")
+    rec["train"] = {**rec["train"], "rec_weight": 0.0}
+    (tmp_path / "norec.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="rec_shift weighs the reconstruction loss.*adversarial false needs rec_weight"):
+        train_gan.run(_args(train_gan, ["--data", str(tiny_data), "--clip", str(tmp_path / "none.pt"), "--config",
+                                        str(tmp_path / "norec.json"), "--out", str(tmp_path / "run"), "--quiet"]))
+
+    clip = load_config("clip-test", "clip")
+    clip["train"]["swap_negative_weight"] = 1.0
+    (tmp_path / "clip.json").write_text(json.dumps(clip))
+    with pytest.raises(ValueError, match="unknown key 'swap_negative_weight'"):
+        train_clip.run(_args(train_clip, ["--data", str(tiny_data), "--config", str(tmp_path / "clip.json"),
+                                          "--out", str(tmp_path / "c"), "--quiet"]))
+
+
+def test_every_shipped_config_parses() -> None:
+    from moe_avatar.training.models import CONFIG_DIR
+    from moe_avatar.training.train_config import ClipTrainConfig, GanTrainConfig, parse_section
+
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        cfg = load_config(path)
+        cls = GanTrainConfig if cfg["kind"] == "gan" else ClipTrainConfig
+        tc = parse_section(cls, cfg["train"], path.name)
+        if cfg["kind"] == "gan":
+            tc.check_model(bool(cfg["model"].get("prior", False)))

@@ -1,39 +1,15 @@
-"""The latent layout: z's first dims say the attributes a caption leaves open.
+"""The attribute code: how G's attribute prior names every value, and what it draws where a
+caption is silent. Training-only; the server only draws z.
 
-(Since chibi-64 0.9.0 the cpu recipe uses G's attribute prior instead, at the end of this
-file: G picks the values itself from T and z, and training hands it the true ones. The
-layouts below remain for generators trained without it.)
-
-Why: G(z, T) must draw what the caption states (from T) and *choose* everything else (from
-z) with the data's frequencies. A GAN has to discover that split by itself, which a 2-core
-budget does not allow. The procedural dataset knows every render's attributes and what
-each caption states, so training can hand G a z that already encodes the open ones, and
-G learns by plain reconstruction (fast, paired, no mode collapse by construction):
-
-* dim k (one per single-valued family): the value's quantile bucket of N(0, 1). With K
-  values of equal frequency, value v owns the z range whose normal CDF lies in
-  [v/K, (v+1)/K). A stated family (or one hidden in the render) gets plain noise there,
-  so G learns to ignore z where the caption speaks.
-* the next dim: the set of head accessories (none, one, or a compatible pair), bucketed
-  the same way by the sampler's probabilities *among the sets the caption allows*
-  ("a ribbon" allows only sets with a ribbon, "no hat" only sets without one).
-* the remaining dims: plain noise.
-
-That is layout "buckets" (chibi-64 0.4.0). Layout "argmax" gives every value its own dim
-instead: a family's value is the Gumbel-max over its dims (each N(0, 1) dim mapped to a
-standard Gumbel, plus the log-probability of its value), so G decides by comparing dims
-rather than by locating one scalar among up to 13 narrow buckets. It needs 81 dims.
-
-Optionally (`jitter`), the dims after the layout's say the render's own randomness too: its
-position, scale and colour-shade draws (training.render.sample_jitter; a uniform u becomes
-the z value ndtri(u)). Then the caption and z together determine the render exactly, so
-reconstruction has one right answer instead of the average of every placement and shade.
-Measured on the cpu recipe's reconstruction stage it did not help (the stage underfits
-rather than averages; chibi-64's MODEL_CARD), so the recipe leaves it off.
-
-At serving time z ~ N(0, I) (a seed), so under either layout the open attributes come out
-with exactly the data's frequencies, and truncation (psi < 1) pulls them toward the middle.
-The server needs none of this: it only draws z. Training-only.
+G(z, T) must draw what the caption states (from T) and *choose* everything else with the
+data's frequencies. G's attribute prior (model option `prior`, training.models.AttributePrior)
+turns T into p(value | caption) for every single-valued family and for the set of head
+accessories, and picks each one by Gumbel-max with z's first dims: one dim per value, block
+by block (`CODE_BLOCKS`). Reconstruction hands G the render's true values as the same
+one-hot code (`attribute_indices`, `indices_to_code`), so G learns which pixels every value
+owns by plain, paired L1. At serving time z ~ N(0, I) (a seed), so what a caption leaves open
+comes out with the frequencies the prior holds for it (`open_log_frequencies` fits them to
+the data's captions), and truncation (psi < 1) pulls z toward the middle.
 """
 from __future__ import annotations
 
@@ -41,40 +17,26 @@ import math
 
 import torch
 
-from moe_avatar.training.attributes import ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, NEUTRAL_ATTRIBUTES, visible_families
-from moe_avatar.training.labels import Targets
-from moe_avatar.training.render import JITTER_DIMS
+from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED,
+                                            NEUTRAL_ATTRIBUTES, visible_families)
 
 SINGLE_FAMILIES: list[str] = [f for f in ATTRIBUTES if f != MULTI_VALUED]
 # Every head-accessory set the sampler can draw, and its probability.
 HEAD_SETS: list[tuple[str, ...]] = [()] + [(h,) for h in HEAD_ITEMS] + [tuple(p) for p in HEAD_PAIRS]
 HEAD_SET_P = torch.tensor([HEAD_COUNT_P[0]] + [HEAD_COUNT_P[1] / len(HEAD_ITEMS)] * len(HEAD_ITEMS)
                           + [HEAD_COUNT_P[2] / len(HEAD_PAIRS)] * len(HEAD_PAIRS))
-_SET_ITEMS = torch.tensor([[1.0 if h in s else 0.0 for h in HEAD_ITEMS] for s in HEAD_SETS])  # [sets, items]
-HEAD_DIM = len(SINGLE_FAMILIES)
-CODED_DIMS = HEAD_DIM + 1  # z dims that carry attributes in layout "buckets"; the rest is noise
-LAYOUTS = ("buckets", "argmax")
 _EPS = 1e-6
-# Layout "argmax": (family, first dim, number of values) per single-valued family, then the head sets.
-_BLOCKS: list[tuple[str, int, int]] = []
-for _f in SINGLE_FAMILIES:
-    _BLOCKS.append((_f, sum(b[2] for b in _BLOCKS), len(ATTRIBUTES[_f])))
-_HEAD_START = sum(b[2] for b in _BLOCKS)
 
-
-def coded_dims(layout: str, jitter: bool = False) -> int:
-    """How many leading z dims a layout uses (with the render's jitter draws after it, if asked)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"latent layout must be one of {LAYOUTS}, got {layout!r}")
-    return (CODED_DIMS if layout == "buckets" else _HEAD_START + len(HEAD_SETS)) + (JITTER_DIMS if jitter else 0)
-
-
-def check_z_dim(z_dim: int, layout: str, jitter: bool = False) -> None:
-    """Raise if z has fewer dims than the layout (and the jitter draws) need."""
-    need = coded_dims(layout, jitter)
-    if z_dim < need:
-        raise ValueError(f"z_dim {z_dim} is smaller than the {need} dims latent layout {layout!r}"
-                         f"{' with jitter' if jitter else ''} needs")
+# Values per block: the single-valued families, then the head sets.
+CODE_BLOCKS: list[int] = [len(ATTRIBUTES[f]) for f in SINGLE_FAMILIES] + [len(HEAD_SETS)]
+CODE_DIMS = sum(CODE_BLOCKS)
+CODE_FAMILIES: list[str] = SINGLE_FAMILIES + [MULTI_VALUED]  # the family each block picks (the last: the head set)
+_CODE_STARTS: list[int] = [sum(CODE_BLOCKS[:b]) for b in range(len(CODE_BLOCKS))]  # each block's first value
+# log of the data's frequency of every value, block by block (training.attributes.sample_attributes:
+# single-valued families uniform, head sets HEAD_SET_P): what the prior says where the caption is silent,
+# until a stage fits it to the data's captions (train option prior_open_from_data, open_log_frequencies below).
+CODE_LOG_MARGINAL: torch.Tensor = torch.cat([torch.full((k,), -math.log(k)) for k in CODE_BLOCKS[:-1]]
+                                            + [torch.log(HEAD_SET_P)])
 
 
 def head_set_index(attrs: list[dict]) -> torch.Tensor:
@@ -82,136 +44,11 @@ def head_set_index(attrs: list[dict]) -> torch.Tensor:
     return torch.tensor([HEAD_SETS.index(tuple(h for h in HEAD_ITEMS if h in a[MULTI_VALUED])) for a in attrs])
 
 
-def allowed_head_sets(known: torch.Tensor) -> torch.Tensor:
-    """[B, sets] probabilities of the head sets compatible with what each caption says
-    (`known`: [B, items] multi-hot, -1 for items the caption leaves open), renormalised."""
-    ok = ((known[:, None, :] < 0) | (known[:, None, :] == _SET_ITEMS[None])).all(-1)
-    p = HEAD_SET_P[None] * ok
-    return p / p.sum(1, keepdim=True).clamp_min(_EPS)
-
-
-def encode_latents(image_targets: Targets, head_sets: torch.Tensor, caption_targets: Targets,
-                   z_dim: int, layout: str = "buckets", generator: torch.Generator | None = None,
-                   jitter: torch.Tensor | None = None) -> torch.Tensor:
-    """The z that says each render's unstated attributes (module docstring).
-
-    `image_targets`: the renders' true values (training.labels.image_targets, -1 = hidden);
-    `head_sets`: their HEAD_SETS indices; `caption_targets`: what each caption states;
-    `jitter`: [B, JITTER_DIMS] the renders' jitter draws in [0, 1), NaN where unused, or None.
-    """
-    check_z_dim(z_dim, layout, jitter is not None)
-    z = torch.randn(len(head_sets), z_dim, generator=generator)
-    if jitter is not None:
-        start, end = coded_dims(layout), coded_dims(layout, jitter=True)
-        code = torch.special.ndtri(jitter.clamp(_EPS, 1 - _EPS))
-        z[:, start:end] = torch.where(torch.isnan(jitter), z[:, start:end], code)
-    if layout == "argmax":
-        return _encode_argmax(z, image_targets, head_sets, caption_targets, generator)
-    n = len(head_sets)
-    u = torch.rand(n, CODED_DIMS, generator=generator)
-    for k, fam in enumerate(SINGLE_FAMILIES):
-        true, stated = image_targets[fam], caption_targets[fam]
-        coded = (true >= 0) & (stated < 0)
-        cdf = (true.clamp_min(0) + u[:, k]) / len(ATTRIBUTES[fam])
-        z[:, k] = torch.where(coded, torch.special.ndtri(cdf.clamp(_EPS, 1 - _EPS)), z[:, k])
-    p = allowed_head_sets(caption_targets[MULTI_VALUED])
-    start = (p.cumsum(1) - p).gather(1, head_sets[:, None])[:, 0]
-    width = p.gather(1, head_sets[:, None])[:, 0]
-    z[:, HEAD_DIM] = torch.special.ndtri((start + u[:, HEAD_DIM] * width).clamp(_EPS, 1 - _EPS))
-    return z
-
-
-def decode_latents(z: torch.Tensor, caption_targets: Targets, layout: str = "buckets") -> dict[str, torch.Tensor]:
-    """What z asks for where the caption is silent (the inverse of `encode_latents`):
-    family -> value index per row, -1 where the caption states the family; for
-    MULTI_VALUED the HEAD_SETS index among the sets the caption allows."""
-    coded_dims(layout)
-    if layout == "argmax":
-        return _decode_argmax(z, caption_targets)
-    cdf = torch.special.ndtr(z[:, :CODED_DIMS])
-    out = {}
-    for k, fam in enumerate(SINGLE_FAMILIES):
-        v = (cdf[:, k] * len(ATTRIBUTES[fam])).long().clamp(max=len(ATTRIBUTES[fam]) - 1)
-        out[fam] = torch.where(caption_targets[fam] < 0, v, torch.full_like(v, -1))
-    p = allowed_head_sets(caption_targets[MULTI_VALUED])
-    ends = p.cumsum(1)
-    out[MULTI_VALUED] = (cdf[:, HEAD_DIM:HEAD_DIM + 1] >= ends).sum(1).clamp(max=len(HEAD_SETS) - 1)
-    return out
-
-
-# ----------------------------------------------------------------------------- layout "argmax"
-
-def _gumbel_to_normal(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """Perturbed value p ~ Gumbel(logp) -> the N(0, 1) z that produces it."""
-    return torch.special.ndtri(torch.exp(-torch.exp(-(p - logp))).clamp(_EPS, 1 - _EPS))
-
-
 def normal_to_gumbel(z: torch.Tensor) -> torch.Tensor:
     """N(0, 1) draws -> standard Gumbel draws (via the normal CDF, written with erf so that
     G's attribute prior, which picks with it, exports to ONNX)."""
     u = 0.5 * (1.0 + torch.erf(z * 0.7071067811865476))
     return -torch.log(-torch.log(u.clamp(_EPS, 1 - _EPS)))
-
-
-def _argmax_code(logp: torch.Tensor, allowed: torch.Tensor, value: torch.Tensor,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """z for one block: Gumbel(logp) perturbations conditioned on argmax over `allowed` = value
-    (the maximum ~ Gumbel(logsumexp), the others truncated below it)."""
-    n, k = logp.shape
-    u0 = torch.rand(n, generator=generator).clamp(_EPS, 1 - _EPS)
-    top = torch.logsumexp(logp.masked_fill(~allowed, -1e9), dim=1) - torch.log(-torch.log(u0))
-    free = logp - torch.log(-torch.log(torch.rand(n, k, generator=generator).clamp(_EPS, 1 - _EPS)))
-    below = -torch.log(torch.exp(-top)[:, None] + torch.exp(-free))
-    p = torch.where(torch.arange(k)[None] == value[:, None], top[:, None].expand(n, k), below)
-    return _gumbel_to_normal(p, logp)
-
-
-def _head_logp(n: int) -> torch.Tensor:
-    return torch.log(HEAD_SET_P)[None].expand(n, -1)
-
-
-def _encode_argmax(z: torch.Tensor, image_targets: Targets, head_sets: torch.Tensor, caption_targets: Targets,
-                   generator: torch.Generator | None) -> torch.Tensor:
-    n = len(z)
-    for fam, start, k in _BLOCKS:
-        true, stated = image_targets[fam], caption_targets[fam]
-        coded = (true >= 0) & (stated < 0)
-        logp = torch.full((n, k), -math.log(k))
-        code = _argmax_code(logp, torch.ones(n, k, dtype=torch.bool), true.clamp_min(0), generator)
-        z[:, start:start + k] = torch.where(coded[:, None], code, z[:, start:start + k])
-    allowed = allowed_head_sets(caption_targets[MULTI_VALUED]) > 0
-    end = _HEAD_START + len(HEAD_SETS)
-    code = _argmax_code(_head_logp(n), allowed, head_sets, generator)
-    z[:, _HEAD_START:end] = torch.where(allowed, code, z[:, _HEAD_START:end])
-    return z
-
-
-def _decode_argmax(z: torch.Tensor, caption_targets: Targets) -> dict[str, torch.Tensor]:
-    gumbel = normal_to_gumbel(z[:, :coded_dims("argmax")])
-    out = {}
-    for fam, start, k in _BLOCKS:
-        v = gumbel[:, start:start + k].argmax(1)
-        out[fam] = torch.where(caption_targets[fam] < 0, v, torch.full_like(v, -1))
-    allowed = allowed_head_sets(caption_targets[MULTI_VALUED]) > 0
-    scores = gumbel[:, _HEAD_START:] + _head_logp(len(z))
-    out[MULTI_VALUED] = scores.masked_fill(~allowed, -1e9).argmax(1)
-    return out
-
-
-# ----------------------------------------------------------------------------- the attribute prior
-# Model option `prior` (training.models.AttributePrior) replaces both layouts above: G itself
-# turns T into p(value | caption) for every family and the head-accessory set, and picks each
-# one by Gumbel-max with z's first dims (one dim per value, as in layout "argmax"). Training
-# then hands G the render's true values instead (`attribute_indices`): no z code to invert,
-# and nothing for G to unlearn when z and the caption disagree at serving time.
-CODE_BLOCKS: list[int] = [k for _, _, k in _BLOCKS] + [len(HEAD_SETS)]  # values per block, families then head sets
-CODE_DIMS = sum(CODE_BLOCKS)
-CODE_FAMILIES: list[str] = SINGLE_FAMILIES + [MULTI_VALUED]  # the family each block picks (the last: the head set)
-_CODE_STARTS: list[int] = [start for _, start, _ in _BLOCKS] + [_HEAD_START]  # each block's first value in the code
-# log of the data's frequency of every value, block by block (training.attributes.sample_attributes:
-# single-valued families uniform, head sets HEAD_SET_P): what the prior says where the caption is silent,
-# until a stage fits it to the data's captions (train option prior_open_from_data, open_log_frequencies below).
-CODE_LOG_MARGINAL: torch.Tensor = torch.cat([torch.full((k,), -math.log(k)) for _, _, k in _BLOCKS] + [torch.log(HEAD_SET_P)])
 
 
 def attribute_indices(attrs: list[dict]) -> torch.Tensor:
@@ -239,16 +76,15 @@ def _hiders() -> list[tuple[int, int, torch.Tensor]]:
     read off training.attributes.visible_families: sunglasses and closed-eye happy hide both
     eye families, a mask hides the mouth-only expressions."""
     out = []
-    for fam, start, k in _BLOCKS:
+    for fam, start in zip(SINGLE_FAMILIES, _CODE_STARTS):
         for i, value in enumerate(ATTRIBUTES[fam]):
-            for b, (other, _, _) in enumerate(_BLOCKS):
+            for b, (other, other_start) in enumerate(zip(SINGLE_FAMILIES, _CODE_STARTS)):
                 if other == fam:
                     continue
                 mask = torch.tensor([float(other in visible_families({**NEUTRAL_ATTRIBUTES, other: m})
                                            and other not in visible_families({**NEUTRAL_ATTRIBUTES, other: m, fam: value}))
                                      for m in ATTRIBUTES[other]])
                 if mask.any():
-                    other_start = _BLOCKS[b][1]
                     out.append((start + i, b, torch.nn.functional.pad(mask, (other_start, CODE_DIMS - other_start - len(mask)))))
     return out
 

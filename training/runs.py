@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 
 @dataclass
@@ -78,11 +80,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def apply_overrides(train_cfg: dict[str, Any], args) -> None:
-    """Command-line overrides (--steps, --batch-size, --precision) into the train config."""
-    for key in ("steps", "batch_size", "precision"):
-        if getattr(args, key, None) is not None:
-            train_cfg[key] = getattr(args, key)
+def cli_overrides(args) -> dict[str, Any]:
+    """The train options the command line overrides (--steps, --batch-size, --precision)."""
+    return {k: getattr(args, k) for k in ("steps", "batch_size", "precision") if getattr(args, k, None) is not None}
 
 
 def seed_everything(seed: int) -> None:
@@ -200,3 +200,40 @@ def broadcast_parameters(module: torch.nn.Module, d: Dist) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, 0)
+
+
+def load_states(ckpt: dict[str, Any], parts: dict[str, Any]) -> int:
+    """Load each named module's or optimizer's state from a checkpoint dict (the keys the
+    trainer saved them under); returns the checkpoint's step. Shared by every trainer's --resume."""
+    for key, part in parts.items():
+        if key in ckpt:
+            part.load_state_dict(ckpt[key])
+    return int(ckpt["step"])
+
+
+class StepLog:
+    """The progress bar and the stats row every `log_every` steps (with samples/s), for every trainer."""
+
+    def __init__(self, run_dir: RunDir, desc: str, total: int, initial: int, log_every: int, disable: bool):
+        self.run_dir, self.total, self.log_every = run_dir, total, log_every
+        self.bar = tqdm(total=total, initial=initial, desc=desc, disable=disable)
+        self.t_last, self.n_last = time.time(), 0
+
+    def due(self, step: int) -> bool:
+        return step % self.log_every == 0 or step == self.total
+
+    def step(self, step: int, samples: int, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Count one step; on a logging step write `row` (tensors read here, the one host sync)."""
+        self.n_last += samples
+        self.bar.update(1)
+        if not self.due(step):
+            return None
+        now = time.time()
+        out = {"step": step, **{k: round(float(torch.as_tensor(v).detach()), 7 if k == "lr" else 5) for k, v in row.items()},
+               "samples_per_s": round(self.n_last / (now - self.t_last), 1)}
+        self.t_last, self.n_last = now, 0
+        self.run_dir.log_stats(out)
+        return out
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,151 @@
+"""Typed `train` sections of the training configs (training/configs/*.json).
+
+Each trainer reads its config's `train` object into a frozen dataclass before anything
+loads: an unknown key (a typo such as `rec_wieght`), a missing one, a value of the wrong
+type or a combination of options that cannot train is refused, every problem at once,
+with its name. The same pattern as the server's `ServerConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+PRECISIONS = ("fp32", "bf16", "amp")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A training config is unusable; the message names every bad key."""
+
+
+def _type_ok(value: Any, kind: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(kind)) \
+            and all(_type_ok(v, k) for v, k in zip(value, typing.get_args(kind)))
+    return isinstance(value, kind)
+
+
+def parse_section(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """`data` -> `cls(**data)`, refusing unknown, missing and mistyped keys by name (all at once)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    problems = [f"unknown key {k!r}" for k in data if k not in fields]
+    problems += [f"missing key {name!r}" for name, f in fields.items()
+                 if name not in data and f.default is dataclasses.MISSING]
+    problems += [f"{k!r} must be {getattr(hints[k], '__name__', hints[k])}, got {v!r}"
+                 for k, v in data.items() if k in fields and not _type_ok(v, hints[k])]
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    values = {k: float(v) if hints[k] is float else v for k, v in values.items()}
+    return cls(**values)  # type: ignore[call-arg]
+
+
+def _run_problems(cfg: Any) -> list[str]:
+    """Checks every trainer's loop options share."""
+    problems = []
+    for key in ("batch_size", "steps", "sample_every", "checkpoint_every", "log_every"):
+        if getattr(cfg, key) < 1:
+            problems.append(f"{key} must be at least 1")
+    if cfg.precision not in PRECISIONS:
+        problems.append(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return problems
+
+
+@dataclass(frozen=True)
+class ClipTrainConfig:
+    """CLIP pretraining (train_clip.py): AdamW with warm-up and cosine decay."""
+
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    steps: int
+    sample_every: int
+    checkpoint_every: int
+    precision: str = "fp32"
+    seed: int = 0
+    log_every: int = 20
+    attr_weight: float = 0.0  # attribute heads on both embeddings (needs a labelled dataset)
+
+    def __post_init__(self) -> None:
+        problems = _run_problems(self)
+        if self.warmup_steps < 0 or self.lr <= 0 or self.attr_weight < 0:
+            problems.append("warmup_steps, attr_weight must be >= 0 and lr > 0")
+        if problems:
+            raise ConfigError("train: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class GanTrainConfig:
+    """The text-conditioned GAN (train_gan.py); every loss weight 0 means that term is off."""
+
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    ema_decay: float
+    steps: int
+    sample_every: int
+    checkpoint_every: int
+    precision: str = "fp32"
+    seed: int = 0
+    log_every: int = 20
+    adversarial: bool = True  # false: reconstruction alone, no D (a cheap first stage)
+    clip_weight: float = 0.0  # G: -cos(CLIP image embedding, T)
+    ma_gp_weight: float = 0.0  # D: matching-aware gradient penalty
+    cls_weight: float = 0.0  # AC-GAN attribute heads on D's features
+    clip_attr_weight: float = 0.0  # the CLIP run's frozen image attribute heads read G's images
+    ms_weight: float = 0.0  # mode seeking: same caption, new noise -> a different image
+    rec_weight: float = 0.0  # L1 of G redrawing each render from its true values
+    rec_detail_weight: float = 0.0  # extra L1 weight on each render's own accessories and irises
+    rec_region_weight: float = 0.0  # extra L1 weight wherever a head accessory could be
+    rec_shift: int = 0  # score G against the render moved up to this many pixels
+    prior_weight: float = 0.0  # trains G's attribute prior (model option prior)
+    prior_open_from_data: bool = False  # fit the prior's draw for unstated families to the captions
+
+    def __post_init__(self) -> None:
+        problems = _run_problems(self)
+        weights = ("clip_weight", "ma_gp_weight", "cls_weight", "clip_attr_weight", "ms_weight", "rec_weight",
+                   "rec_detail_weight", "rec_region_weight", "prior_weight")
+        problems += [f"{k} must be >= 0" for k in weights if getattr(self, k) < 0]
+        if self.rec_shift < 0:
+            problems.append("rec_shift must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            problems.append("ema_decay must be in [0, 1)")
+        for key in ("rec_detail_weight", "rec_region_weight", "rec_shift"):
+            if getattr(self, key) and not self.rec_weight:
+                problems.append(f"{key} weighs the reconstruction loss: it needs rec_weight > 0")
+        if not self.adversarial and not self.rec_weight:
+            problems.append("adversarial false needs rec_weight > 0 (otherwise nothing trains G)")
+        if problems:
+            raise ConfigError("train: " + "; ".join(problems))
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the run needs each render's true attributes (a procedural dataset)."""
+        return bool(self.cls_weight or self.rec_weight or self.clip_attr_weight or self.prior_weight)
+
+    def check_model(self, has_prior: bool) -> None:
+        """The options that depend on the generator: the prior is trained by prior_weight, and
+        reconstruction hands G each render's true values through it."""
+        problems = []
+        if has_prior and not self.prior_weight:
+            problems.append("model option prior needs prior_weight > 0 (nothing else trains the prior)")
+        for key in ("prior_weight", "prior_open_from_data", "rec_weight"):
+            if getattr(self, key) and not has_prior:
+                problems.append(f"{key} needs model option prior")
+        if problems:
+            raise ConfigError("train: " + "; ".join(problems))
