@@ -21,19 +21,20 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ServerConfig:
     models: pathlib.Path = pathlib.Path("models")
-    host: str = "[::]"
+    host: str = "[::]"  # every interface; 127.0.0.1 keeps gRPC, the bridge and metrics on this machine
     port: int = 50051
     device: str = "auto"  # auto | cuda | cpu
     cuda_device_id: int = 0
     metrics_port: int = 0  # 0 = no metrics HTTP endpoint
     http_port: int = 0  # HTTP/JSON bridge + playground (server/http_bridge.py), 0 = off
+    http_cors_origins: str = ""  # origins whose pages may call the bridge, comma-separated; "*" = any; "" = none
     default_model: str = ""  # empty = first model name in sorted order
     max_batch: int = 32  # rows (avatars) per generator / encoder run
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
     max_queue: int = 256  # requests waiting per graph before RESOURCE_EXHAUSTED
     intra_op_threads: int = 0  # ONNX Runtime threads per session, 0 = ORT default
     ort_spinning: int = 0  # 1 = ORT threads spin-wait between runs (lower latency on dedicated cores)
-    encode_workers: int = 2  # threads that encode PNG / WebP
+    encode_workers: int = 3  # threads that encode PNG / WebP; heavy textures use all but one
     text_cache_size: int = 4096  # prompts whose embeddings are kept (LRU)
     grace_seconds: float = 10.0  # shutdown: in-flight streams get this long to finish
     drain_seconds: float = 1.0  # shutdown: NOT_SERVING (new calls UNAVAILABLE) this long before the port closes
@@ -48,6 +49,14 @@ class ServerConfig:
     max_message_bytes: int = 65536  # largest request message accepted
     max_streams_per_connection: int = 100  # concurrent HTTP/2 streams on one connection
     max_inflight_per_client: int = 128  # concurrent AvatarService RPCs per client address, 0 = no limit
+    max_held_bytes: int = 256 * 2**20  # encoded texture bytes waiting for slow readers, all calls; 0 = no limit
+    stream_stall_seconds: float = 30.0  # cut a stream whose client reads nothing this long, 0 = never
+    http_header_timeout: float = 10.0  # bridge: a request's headers must arrive within this
+    http_body_timeout: float = 30.0  # bridge: a request's body must arrive within this
+    http_idle_timeout: float = 60.0  # bridge: an idle keep-alive connection is closed after this
+    http_max_connections: int = 1000  # bridge: open connections; more are closed at once
+    http_allowed_hosts: str = ""  # bridge: comma-separated Host header names accepted; empty = any
+    metrics_token_file: str = ""  # /metrics needs `Authorization: Bearer <token from this file>`
 
     def validate(self) -> "ServerConfig":
         def fail(name: str, why: str) -> None:
@@ -64,6 +73,13 @@ class ServerConfig:
             fail("metrics_port", "must be 0..65535 (0 = disabled)")
         if not 0 <= self.http_port <= 65535:
             fail("http_port", "must be 0..65535 (0 = disabled)")
+        if self.http_cors_origins:
+            from moe_avatar.server.bridge_web import parse_origins
+
+            try:
+                parse_origins(self.http_cors_origins)
+            except ValueError as e:
+                fail("http_cors_origins", str(e))
         if not 1 <= self.max_batch <= 1024:
             fail("max_batch", "must be 1..1024")
         if not 0 <= self.max_wait_ms <= 10_000:
@@ -101,6 +117,17 @@ class ServerConfig:
             fail("max_streams_per_connection", "must be 1..100000")
         if not 0 <= self.max_inflight_per_client <= 1_000_000:
             fail("max_inflight_per_client", "must be 0..1000000 (0 = no limit)")
+        if not 0 <= self.max_held_bytes <= 2**40:
+            fail("max_held_bytes", "must be 0..2^40 (0 = no limit)")
+        if not 0 <= self.stream_stall_seconds <= 3600:
+            fail("stream_stall_seconds", "must be 0..3600 (0 = never cut)")
+        for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout"):
+            if not 0.1 <= getattr(self, name) <= 3600:
+                fail(name, "must be 0.1..3600 seconds")
+        if not 1 <= self.http_max_connections <= 1_000_000:
+            fail("http_max_connections", "must be 1..1000000")
+        if self.metrics_token_file and not pathlib.Path(self.metrics_token_file).is_file():
+            fail("metrics_token_file", "must be an existing file")
         return self
 
 
@@ -125,9 +152,14 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     )
     helps = {
         "models": "model repository: every sub-directory with a manifest.json is loaded",
+        "host": "address gRPC, the HTTP bridge and metrics listen on: [::] = every interface (reachable "
+                "from other machines), 127.0.0.1 = this machine only",
         "device": "auto (CUDA if it really works, else CPU, logged), cuda (fail if unusable), cpu",
         "metrics_port": "Prometheus /metrics HTTP port (0 = disabled)",
         "http_port": "HTTP/1.1 JSON bridge and browser playground for clients without gRPC (0 = disabled)",
+        "http_cors_origins": "comma-separated origins (scheme://host[:port]) whose web pages may call the HTTP "
+                             "bridge and open its WebSocket, e.g. https://game.example.com; * allows any origin; "
+                             "empty = none (same-origin pages such as the playground always work)",
         "default_model": "model used when a request leaves `model` empty",
         "max_wait_ms": "how long a micro-batch waits for more requests",
         "max_queue": "requests waiting per graph before RESOURCE_EXHAUSTED",
@@ -145,6 +177,16 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "max_message_bytes": "largest request message accepted (RESOURCE_EXHAUSTED above)",
         "max_streams_per_connection": "concurrent streams per HTTP/2 connection",
         "max_inflight_per_client": "concurrent AvatarService calls per client address (0 = no limit)",
+        "max_held_bytes": "encoded texture bytes all streams together may hold while clients read slowly; "
+                          "past it new calls get RESOURCE_EXHAUSTED (0 = no limit)",
+        "stream_stall_seconds": "cut a stream whose client has read nothing for this long (0 = never)",
+        "http_header_timeout": "HTTP bridge: seconds for a request's headers to arrive",
+        "http_body_timeout": "HTTP bridge: seconds for a request's body to arrive (408 after)",
+        "http_idle_timeout": "HTTP bridge: seconds an idle keep-alive connection stays open",
+        "http_max_connections": "HTTP bridge: open connections at most; more are closed at once",
+        "http_allowed_hosts": "HTTP bridge: comma-separated Host names (with or without :port) it answers; "
+                              "empty = any (set it when the bridge is reachable from browsers)",
+        "metrics_token_file": "file holding a bearer token that /metrics requires (empty = metrics open)",
     }
     for field in dataclasses.fields(ServerConfig):
         flag = "--" + field.name.replace("_", "-")

@@ -9,6 +9,7 @@ the gRPC status (code, message, BadRequest field violations) out.
     POST /v1/generate        GenerateRequest (proto JSON) -> JSON lines of GenerateResponse
     POST /v1/interpolate     InterpolateRequest           -> JSON lines of GenerateResponse
     POST /v1/encode-text     EncodeTextRequest            -> EncodeTextResponse
+    GET  /v1/edit            WebSocket: EditRequest text frames in, EditResponse text frames out
     GET  /v1/models          ListModelsResponse
     GET  /v1/models/{name}[/{version}]   ModelInfo
     GET  /healthz            200 {"status": "SERVING"} / 503 {"status": "NOT_SERVING"}, no auth
@@ -20,7 +21,9 @@ progress, texture, chunk, done, or error), or server-sent events with
 are strings, enums are names: protobuf's JSON mapping. Errors before the stream starts are
 an HTTP status with a JSON body {"code", "message", "details": [{"field", "description"}],
 "requestId"}; errors after it started are a final `{"error": {...}}` line (SSE: `event: error`).
-The bidirectional Edit stream has no HTTP/1.1 form; use gRPC for it.
+POST bodies must be `Content-Type: application/json` (415 otherwise). Pages on other origins
+may call the bridge when `--http-cors-origins` lists them; CORS and the WebSocket Edit are in
+server/bridge_web.py.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from moeavatar.v1 import avatar_pb2 as pb
+from moe_avatar.server.bridge_web import CorsPolicy, large_json_integer, serve_edit
 from moe_avatar.server.service import REQUEST_ID_KEY, AvatarService
 
 log = logging.getLogger("moe_avatar.http")
@@ -179,6 +183,9 @@ def parse_message(body: bytes, message_type: type[Message]) -> Message:
     name = message_type.DESCRIPTOR.full_name
     if not isinstance(value, dict):
         raise bad(f"must be a JSON object (a {name} in proto JSON), got {type(value).__name__}")
+    if path := large_json_integer(value, message_type.DESCRIPTOR):
+        raise bad("a 64-bit integer above 2^53 must be a JSON string (a JavaScript number has already lost "
+                  "precision there), e.g. \"seed\": \"9007199254740993\"", ".".join(path))
     try:
         return json_format.ParseDict(value, message_type())
     except json_format.ParseError as e:
@@ -230,7 +237,8 @@ class HttpBridge:
     def __init__(self, service: AvatarService, *, host: str, port: int,
                  is_serving: Callable[[], bool] = lambda: True, authorize: Authorize = allow_all,
                  ssl_context: ssl.SSLContext | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 playground_dir: pathlib.Path | None = PLAYGROUND_DIR, reuse_port: bool = False) -> None:
+                 playground_dir: pathlib.Path | None = PLAYGROUND_DIR, reuse_port: bool = False,
+                 cors: CorsPolicy = CorsPolicy()) -> None:
         self._service = service
         self._host = None if host.strip("[]") in ("::", "") else host.strip("[]")  # None: IPv4 and IPv6
         self._port = port
@@ -240,6 +248,7 @@ class HttpBridge:
         self._max_body = max_body_bytes
         self._playground = playground_dir
         self._reuse_port = reuse_port  # --workers: every worker process serves the same HTTP port
+        self._cors = cors  # --http-cors-origins
         self._runner: web.AppRunner | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._closing = False
@@ -254,6 +263,8 @@ class HttpBridge:
         app.router.add_post("/v1/interpolate", self._interpolate, name="Interpolate")
         app.router.add_post("/v1/encode-text", self._encode_text, name="EncodeText")
         app.router.add_get("/v1/models", self._list_models, name="ListModels")
+        app.router.add_get("/v1/edit", self._edit, name="Edit")
+        app.on_response_prepare.append(self._add_cors_headers)
         app.router.add_get("/v1/models/{model}", self._model_info, name="GetModelInfo")
         app.router.add_get("/v1/models/{model}/{version}", self._model_info, name="GetModelInfo.version")
         app.router.add_get("/healthz", self._healthz)
@@ -293,6 +304,8 @@ class HttpBridge:
         api = request.path.startswith("/v1/")
         if not api:
             return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request)  # before auth: browsers send preflights without credentials
         task = asyncio.current_task()
         self._in_flight.add(task)
         given = request.headers.get("X-Request-Id", "")
@@ -300,7 +313,7 @@ class HttpBridge:
         try:
             if self._closing or not self._is_serving():
                 raise BridgeError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry another replica")
-            if not self._authorize(request.headers.get("Authorization")):
+            if not self._authorize(self._authorization(request)):
                 raise BridgeError(grpc.StatusCode.UNAUTHENTICATED,
                                   "missing or invalid bearer token (header Authorization: Bearer <token>)")
             return await handler(request)
@@ -335,11 +348,31 @@ class HttpBridge:
                 "http_status": error.status, "peer": request.remote})
         return _error_response(error)
 
+    # --- web pages on other origins (server/bridge_web.py) ------------------------
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        if why := self._cors.preflight_refusal(request):
+            return _error_response(BridgeError(grpc.StatusCode.PERMISSION_DENIED, f"CORS preflight: {why}",
+                                               http_status=403))
+        return web.Response(status=204, headers=self._cors.preflight_headers(request))
+
+    async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith("/v1/"):
+            response.headers.update(self._cors.headers(request.headers.get("Origin")))
+
+    @staticmethod
+    def _authorization(request: web.Request) -> str | None:
+        """The Authorization header; for the WebSocket also `?access_token=` (browsers cannot set headers there)."""
+        if (header := request.headers.get("Authorization")) is not None or request.path != "/v1/edit":
+            return header
+        token = request.query.get("access_token")
+        return f"Bearer {token}" if token else None
+
     # --- plumbing ----------------------------------------------------------------
 
     def _context(self, request: web.Request) -> _BridgeContext:
         metadata = [(REQUEST_ID_KEY, request[REQUEST_ID])]
-        if authorization := request.headers.get("Authorization"):
+        if authorization := self._authorization(request):
             metadata.append(("authorization", authorization))
         timeout = None
         if (raw := request.headers.get(TIMEOUT_HEADER)) is not None:
@@ -353,6 +386,10 @@ class HttpBridge:
         return _BridgeContext(metadata, timeout)
 
     async def _body(self, request: web.Request, message_type: type[Message]) -> Message:
+        if request.content_type != "application/json":
+            why = f"must be application/json (got {request.headers.get('Content-Type', 'none')!r})"
+            raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"Content-Type: {why}", [("Content-Type", why)],
+                              http_status=415)
         return parse_message(await request.read(), message_type)
 
     @staticmethod
@@ -423,6 +460,15 @@ class HttpBridge:
         message = pb.GetModelInfoRequest(model=request.match_info["model"],
                                          model_version=request.match_info.get("version", ""))
         return await self._unary(request, self._service.GetModelInfo, message)
+
+    async def _edit(self, request: web.Request) -> web.StreamResponse:
+        if why := self._cors.websocket_refusal(request):
+            raise BridgeError(grpc.StatusCode.PERMISSION_DENIED, f"WebSocket: {why}", http_status=403)
+        if not web.WebSocketResponse().can_prepare(request).ok:
+            why = "must be a WebSocket upgrade (GET with Upgrade: websocket)"
+            raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"/v1/edit: {why}", [("Upgrade", why)])
+        return await serve_edit(request, self._service.Edit, self._context(request), parse_message, to_json,
+                                self._max_body)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         serving = self._is_serving() and not self._closing

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import pathlib
 import signal
 import sys
 
@@ -27,12 +28,14 @@ from moe_avatar.server.bundle import BundleError, find_bundles
 from moe_avatar.server.config import ConfigError, ServerConfig, load_config
 from moe_avatar.server.guard import RequestGuard
 from moe_avatar.server.health import HealthServicer
+from moe_avatar.server.bridge_web import CorsPolicy, parse_origins
 from moe_avatar.server.http_bridge import HttpBridge
 from moe_avatar.server.logs import setup_logging
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.pipeline import ModelPipeline
 from moe_avatar.server.runtime import DeviceError, device_description, resolve_device
 from moe_avatar.server.service import AvatarService, ModelRegistry
+from moe_avatar.server.streaming import ByteBudget, FairEncoder
 
 log = logging.getLogger("moe_avatar.server")
 
@@ -52,6 +55,7 @@ class AvatarServer:
         self._metrics_http = None
         self.pipelines: list[ModelPipeline] = []  # one per loaded bundle
         self._executors: list[concurrent.futures.Executor] = []
+        self._encoder: FairEncoder | None = None  # the texture-encoding threads, clients in turn
         self._stopping: asyncio.Task | None = None
         self.service: AvatarService | None = None
         self.http: HttpBridge | None = None  # --http-port: the HTTP/JSON bridge and playground
@@ -68,8 +72,8 @@ class AvatarServer:
                                  bool(cfg.ort_spinning))
         # One thread per graph: each batcher runs one batch at a time.
         onnx_pool = concurrent.futures.ThreadPoolExecutor(3 * len(bundles), thread_name_prefix="onnx")
-        encode_pool = concurrent.futures.ThreadPoolExecutor(cfg.encode_workers, thread_name_prefix="encode")
-        self._executors = [onnx_pool, encode_pool]
+        self._encoder = encoder = FairEncoder(cfg.encode_workers)
+        self._executors = [onnx_pool]
         self.pipelines = [
             ModelPipeline(b, factory, onnx_pool, self.metrics, max_batch=cfg.max_batch,
                           max_wait_s=cfg.max_wait_ms / 1000, max_queue=cfg.max_queue,
@@ -90,7 +94,8 @@ class AvatarServer:
         self._server = grpc.aio.server(interceptors=[*interceptors, self.guard], options=[
             ("grpc.so_reuseport", int(self.reuse_port)), ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_concurrent_streams", cfg.max_streams_per_connection)])
-        self.service = AvatarService(registry, self.metrics, encode_pool)
+        self.service = AvatarService(registry, self.metrics, encoder, stall_seconds=cfg.stream_stall_seconds,
+                                     budget=ByteBudget(cfg.max_held_bytes, self.metrics.held_bytes.set))
         pb_grpc.add_AvatarServiceServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -111,11 +116,13 @@ class AvatarServer:
             self.http = HttpBridge(self.service, host=cfg.host, port=cfg.http_port,
                                    is_serving=lambda: self._stopping is None, authorize=auth.authorizer(cfg),
                                    ssl_context=tls.ssl_context(cfg), max_body_bytes=cfg.max_message_bytes,
-                                   reuse_port=self.reuse_port)
+                                   reuse_port=self.reuse_port,
+                                   cors=CorsPolicy(parse_origins(cfg.http_cors_origins)))
             self.http_port = await self.http.start()
             log.info("HTTP bridge and playground on port %d", self.http_port, extra={"http_port": self.http_port})
         if cfg.metrics_port:
-            self._metrics_http = self.metrics.serve(cfg.metrics_port)
+            token = pathlib.Path(cfg.metrics_token_file).read_text().strip() if cfg.metrics_token_file else ""
+            self._metrics_http = await self.metrics.serve(cfg.metrics_port, cfg.host, tls.ssl_context(cfg), token)
         log.info("serving on port %d", self.port, extra={
             "port": self.port, "provider": factory.provider, "device": device_description(factory),
             "models": [f"{b.name} {b.version}" for b in bundles], "default_model": registry.default_model,
@@ -150,8 +157,10 @@ class AvatarServer:
             await p.stop()
         for ex in self._executors:
             ex.shutdown(wait=False, cancel_futures=True)
+        if self._encoder is not None:
+            self._encoder.shutdown()
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()
+            await self._metrics_http.cleanup()
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:

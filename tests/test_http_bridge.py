@@ -38,6 +38,7 @@ def request(port: int, method: str, path: str, body=None, headers: dict | None =
             timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
     if isinstance(body, dict | list):
         body = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}  # JSON bodies say so (else 415)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -335,7 +336,7 @@ def test_client_hanging_up_cancels_the_work(server):
     conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=60)
     conn.request("POST", "/v1/generate", json.dumps({
         "prompt": PROMPT, "count": 4, "seed": "3",
-        "output": {"format": "TEXTURE_FORMAT_RGBA8", "size": 1024, "filter": "RESIZE_FILTER_NEAREST"}}))
+        "output": {"format": "TEXTURE_FORMAT_RGBA8", "size": 1024, "filter": "RESIZE_FILTER_NEAREST"}}), {"Content-Type": "application/json"})
     response = conn.getresponse()
     assert response.status == 200
     assert "started" in json.loads(response.readline())
@@ -383,7 +384,7 @@ def test_graceful_shutdown_lets_streams_finish(model_repo):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("POST", "/v1/generate", json.dumps({
             "prompt": PROMPT, "count": 4, "seed": "5",
-            "output": {"format": "TEXTURE_FORMAT_RGBA8", "size": 1024, "filter": "RESIZE_FILTER_NEAREST"}}))
+            "output": {"format": "TEXTURE_FORMAT_RGBA8", "size": 1024, "filter": "RESIZE_FILTER_NEAREST"}}), {"Content-Type": "application/json"})
         response = conn.getresponse()
         first = json.loads(response.readline())
         assert "started" in first
@@ -413,7 +414,8 @@ def test_tls_on_the_bridge(model_repo, tmp_path):
                         tls_key=certs.server_key) as s:
         context = ssl.create_default_context(cafile=certs.ca)
         conn = http.client.HTTPSConnection("127.0.0.1", s.server.http_port, timeout=60, context=context)
-        conn.request("POST", "/v1/generate", json.dumps({"prompt": PROMPT, "seed": "1"}))
+        conn.request("POST", "/v1/generate", json.dumps({"prompt": PROMPT, "seed": "1"}),
+                     {"Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.status == 200 and "done" in lines(response.read())[-1]
         conn.close()
