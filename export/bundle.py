@@ -17,7 +17,7 @@ import torch
 
 from moe_avatar.export import __version__
 from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
-from moe_avatar.export.tokenizer import build_tokenizer
+from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
 from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, TOKENIZER_FILE, BundleError, clean_prompt,
                                       load_bundle, noise_from_seeds, sha256_file)
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint
@@ -93,7 +93,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
             store_weights_fp16(path)
         _check_onnx(path)
         log(f"[export {i}/4] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
-    build_tokenizer(context).save(str(out / TOKENIZER_FILE))
+    build_tokenizer(context, n_merges=merges_for_vocab(clip.token_embedding.num_embeddings)).save(str(out / TOKENIZER_FILE))
     log(f"[export 4/4] tokenizer.json (context {context})")
 
     precision = "fp16" if options.fp16 else "fp32"

@@ -13,6 +13,7 @@ import unicodedata
 from pathlib import Path
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
+FULL_MERGES = 49152 - 256 - 2  # open_clip's vocabulary: 49,408 ids
 # open_clip's split pattern (tokenizer.py), applied after lower-casing.
 SPLIT_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -56,13 +57,23 @@ def default_bpe_path() -> Path:
     return Path(oct.default_bpe())
 
 
-def build_tokenizer(context_length: int, bpe_path: Path | None = None):
-    """A `tokenizers.Tokenizer` giving open_clip's ids, padded/truncated to `context_length`."""
+def merges_for_vocab(vocab_size: int) -> int:
+    """How many BPE merges a text tower with `vocab_size` token embeddings reads: its ids are
+    the 256 bytes, the same with the end-of-word mark, the merges, then SOT and EOT."""
+    merges = vocab_size - 2 * 256 - 2
+    if not 0 <= merges <= FULL_MERGES:
+        raise ValueError(f"vocab_size {vocab_size} is not open_clip's ({2 * 256 + 2 + FULL_MERGES}) or a prefix of it")
+    return merges
+
+
+def build_tokenizer(context_length: int, bpe_path: Path | None = None, n_merges: int = FULL_MERGES):
+    """A `tokenizers.Tokenizer` giving open_clip's ids, padded/truncated to `context_length`.
+    `n_merges` < FULL_MERGES keeps only the first merges (a small vocabulary for tiny test models)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     bpe_path = bpe_path or default_bpe_path()
     merges_text = gzip.open(bpe_path).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in merges_text[1 : 49152 - 256 - 2 + 1]]
+    merges = [tuple(m.split()) for m in merges_text[1 : n_merges + 1]]
     byte_chars = list(_bytes_to_unicode().values())
     vocab_list = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {tok: i for i, tok in enumerate(vocab_list)}

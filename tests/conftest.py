@@ -1,18 +1,23 @@
-"""Shared fixtures: a tiny real model bundle, exported once per test session."""
+"""Shared fixtures: the committed tiny model bundle (tests/fixtures/models/tiny).
+
+It is what `python -m moe_avatar.export.tiny` writes with the real exporter (a test checks
+that it still is), so the server and client tests need no torch: a serving install tests itself.
+"""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
+
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository directory holding one tiny exported bundle named `tiny` (64 px)."""
-    from moe_avatar.export.tiny import make_tiny_bundle
-
+    """A model repository directory holding one tiny bundle named `tiny` (64 px); a copy, so tests may change it."""
     repo = tmp_path_factory.mktemp("model_repo")
-    make_tiny_bundle(repo / "tiny", name="tiny", resolution=64)
+    shutil.copytree(FIXTURES / "tiny", repo / "tiny")
     return repo
 
 

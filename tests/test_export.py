@@ -13,14 +13,32 @@ from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, 
 from moe_avatar.server.bundle import clean_prompt, noise_from_seeds, sha256_file
 from moe_avatar.export.cli import main as export_main
 from moe_avatar.export.tokenizer import build_tokenizer
-from moe_avatar.export.tiny import make_tiny_checkpoints
+from moe_avatar.export.tiny import make_tiny_bundle, make_tiny_checkpoints
 from moe_avatar.training.models import CheckpointError, load_clip_checkpoint, load_gan_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_bundle: Path) -> tuple[Path, Path]:
-    src = tiny_bundle.parent / "tiny-checkpoints"
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle exported afresh by the real exporter, its checkpoints beside it."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("export") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(exported: Path) -> tuple[Path, Path]:
+    src = exported.parent / "tiny-checkpoints"
     return src / "clip.pt", src / "gan.pt"
+
+
+def test_committed_fixture_is_what_the_exporter_writes(exported: Path, tiny_bundle: Path) -> None:
+    """tests/fixtures/models/tiny (which the server and client tests run on, without torch)
+    is byte for byte the exporter's output; rebuild it with `python -m moe_avatar.export.tiny`."""
+    for name in ("text_encoder.onnx", "image_encoder.onnx", "generator.onnx", "tokenizer.json"):
+        assert (exported / name).read_bytes() == (tiny_bundle / name).read_bytes(), f"{name} is stale"
+    fresh, committed = (json.loads((d / "manifest.json").read_text()) for d in (exported, tiny_bundle))
+    for m in (fresh, committed):
+        for key in ("created", "source", "exporter", "parity"):  # parity: float error sizes vary by CPU
+            m.pop(key)
+    assert fresh == committed
 
 
 def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
@@ -38,7 +56,7 @@ def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
     assert {row["batch"] for row in manifest["parity"]["rows"]} == {1, 5}
 
 
-def test_onnx_matches_pytorch_and_batch_is_dynamic(tiny_bundle: Path, checkpoints) -> None:
+def test_onnx_matches_pytorch_and_batch_is_dynamic(exported: Path, checkpoints) -> None:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -46,9 +64,9 @@ def test_onnx_matches_pytorch_and_batch_is_dynamic(tiny_bundle: Path, checkpoint
 
     clip, _ = load_clip_checkpoint(checkpoints[0])
     g, _, _ = load_gan_checkpoint(checkpoints[1])
-    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
-    text_s = ort.InferenceSession(str(tiny_bundle / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
-    gen_s = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(exported / "tokenizer.json"))
+    text_s = ort.InferenceSession(str(exported / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    gen_s = ort.InferenceSession(str(exported / "generator.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 3, 7):
         ids = np.array([e.ids for e in tok.encode_batch([f"prompt {i} 粉色头发" for i in range(batch)])], dtype=np.int64)
         emb = text_s.run(None, {"input_ids": ids})[0]
@@ -106,9 +124,9 @@ def test_tokenizer_matches_open_clip_on_corpus() -> None:
         assert ours[prompts.index("粉色" * 40)][-1] == 49407
 
 
-def test_verify_detects_tampered_and_missing_files(tiny_bundle: Path, tmp_path: Path, checkpoints) -> None:
+def test_verify_detects_tampered_and_missing_files(exported: Path, tmp_path: Path, checkpoints) -> None:
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, copy)
+    shutil.copytree(exported, copy)
     report = verify_bundle(copy, *checkpoints, log=lambda *_: None)
     assert report is not None and report.ok
     with open(copy / "generator.onnx", "r+b") as f:

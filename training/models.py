@@ -253,7 +253,8 @@ class Generator(nn.Module):
     """
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
-                 channels: int = 4, cond_hidden: int = 128, prior: bool = False, prior_temperature: float = 1.0):
+                 channels: int = 4, cond_hidden: int = 128, prior: bool = False, prior_temperature: float = 1.0,
+                 prior_hidden: int = 512):
         super().__init__()
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
         self.prior = None
@@ -263,7 +264,7 @@ class Generator(nn.Module):
             if z_dim < sum(CODE_BLOCKS):
                 raise ValueError(f"z_dim {z_dim} is smaller than the {sum(CODE_BLOCKS)} dims the attribute prior picks with")
             self.prior = AttributePrior(embed_dim, CODE_BLOCKS, CODE_LOG_MARGINAL, CODE_HIDERS,
-                                        temperature=prior_temperature)
+                                        hidden=prior_hidden, temperature=prior_temperature)
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
         self.fc = nn.Linear(cond_dim, chans[0] * 4 * 4)
@@ -359,7 +360,8 @@ class Discriminator(nn.Module):
 def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4),
-                     m.get("cond_hidden", 128), bool(m.get("prior", False)), float(m.get("prior_temperature", 1.0)))
+                     m.get("cond_hidden", 128), bool(m.get("prior", False)), float(m.get("prior_temperature", 1.0)),
+                     int(m.get("prior_hidden", 512)))
 
 
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:
