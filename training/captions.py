@@ -81,7 +81,7 @@ def _en_style_np(s: str, rng, color: str | None = None) -> str:
             return f"{mod} hair"
         return _pick(rng, [f"{mod} {color} hair", f"{color} {mod} hair"])
     noun = _pick(rng, W.EN_STYLE_NOUN[s])
-    art = "a " if s in W.EN_STYLE_COUNTABLE else ""
+    art = "a " if s in W.EN_STYLE_COUNTABLE and noun != "odango" else ""
     if color is None:
         return _pick(rng, [f"{art}{noun}", f"hair in {art}{noun}"]) if s != "bob" else f"{art}{noun}"
     return _pick(rng, [f"{art}{color} {noun}", f"{color} hair in {art}{noun}", f"{color} hair with {art}{noun}"])
@@ -229,7 +229,8 @@ def _en_described(items: list[Item], rng, role: bool = False) -> str:
     if withs:
         text += (" who has " if rel else " with ") + _join_en(withs, rng)
     if wears:
-        verb = _pick(rng, [" who wears ", " who is wearing "] if rel else [" wearing "])
+        verb = _pick(rng, [" wears ", " is wearing "]) if rel else " wearing "
+        verb = (" and" if withs else " who") + verb if rel else verb
         text += ("," if withs and _coin(rng, 0.5) else "") + verb + _join_en(wears, rng)
     if posts:
         text += ", " + _join_en(posts, rng)
@@ -276,7 +277,7 @@ def _en_kv(states: dict, order: list[str], rng) -> str:
         if fam in done:
             continue
         group = _GROUPS.get(fam)
-        both = [f for f in order if _GROUPS.get(f) == group and f != "bangs"] if group else []
+        both = [f for f in order if _GROUPS.get(f) == group and f != "bangs" and f not in done] if group else []
         if len(both) == 2 and fam != "bangs" and _coin(rng, 0.6):
             vals = [_en_kv_value(f, states[f], rng) for f in both]
             if _coin(rng, 0.5):
@@ -313,7 +314,7 @@ def _en_request(items: list[Item], rng) -> str:
         body = _en_described(items, rng, role=_coin(rng, 0.15))
     else:
         noun = _en_subject(rng)
-        body = f"{_article(noun)} {noun}{_pick(rng, [': ', ' - ', ', ', ' with '])}{_en_list(items, rng)}"
+        body = f"{_article(noun)} {noun}{_pick(rng, [': ', ' - ', ', '])}{_en_list(items, rng)}"
     return f"{req} {body}{_pick(rng, W.EN_ENDINGS) if _coin(rng, 0.4) else ''}"
 
 
