@@ -199,10 +199,10 @@ def _en_subject(rng, role: bool = False, adjs: tuple = ()) -> str:
     return " ".join(words + [_pick(rng, W.EN_SUBJECTS)])
 
 
-def _en_list(items: list[Item], rng) -> str:
+def _en_list(items: list[Item], rng, subject: bool = True) -> str:
     """"long purple hair, glasses, winking" with any separator; maybe a subject word."""
     tags = [_en_tag(it, rng) for it in items]
-    if _coin(rng, 0.3):
+    if subject and _coin(rng, 0.3):
         tags.insert(0 if _coin(rng, 0.7) else len(tags), _en_subject(rng))
     return _pick(rng, W.EN_SEPARATORS).join(tags)
 
@@ -314,7 +314,7 @@ def _en_request(items: list[Item], rng) -> str:
         body = _en_described(items, rng, role=_coin(rng, 0.15))
     else:
         noun = _en_subject(rng)
-        body = f"{_article(noun)} {noun}{_pick(rng, [': ', ' - ', ', '])}{_en_list(items, rng)}"
+        body = f"{_article(noun)} {noun}{_pick(rng, [': ', ' - ', ', '])}{_en_list(items, rng, subject=False)}"
     return f"{req} {body}{_pick(rng, W.EN_ENDINGS) if _coin(rng, 0.4) else ''}"
 
 
@@ -523,7 +523,7 @@ def _zh_request(items: list[Item], rng) -> str:
         for lead in ("一个", "一位", "个"):
             body = body[len(lead):] if body.startswith(lead) else body
     else:
-        body = f"{_pick(rng, W.ZH_SUBJECTS)}{_pick(rng, ['，', '：', ''])}{_zh_list(items, rng, subject=False)}"
+        body = f"{_pick(rng, W.ZH_SUBJECTS)}{_pick(rng, ['，', '：'])}{_zh_list(items, rng, subject=False)}"
     ending = _pick(rng, W.ZH_ENDINGS) if _coin(rng, 0.4) else ""
     if req == "能不能画一个":
         ending = _pick(rng, ["吗", "吗？", "？"])
