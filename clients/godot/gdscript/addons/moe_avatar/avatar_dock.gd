@@ -131,8 +131,8 @@ func _on_generate() -> void:
 	_client.host = _host.text.strip_edges()
 	_client.port = int(_port.value)
 	_client.api_token = _token.text.strip_edges()
-	var seed := _seed.text.strip_edges().to_int() if _seed.text.strip_edges().is_valid_int() else -1
-	_last_request = _client.build_request_body(prompt, int(_count.value), seed, _psi.value)
+	var avatar_seed := _seed.text.strip_edges().to_int() if _seed.text.strip_edges().is_valid_int() else -1
+	_last_request = _client.build_request_body(prompt, int(_count.value), avatar_seed, _psi.value)
 	_progress.value = 0.0
 	_set_busy(true, "Sending…")
 	_client.generate_request(_last_request)
@@ -155,7 +155,8 @@ func _on_completed(textures: Array[ImageTexture], infos: Array[Dictionary]) -> v
 		cell.add_child(check)
 		_grid.add_child(cell)
 		_results.append({"texture": textures[i], "info": infos[i], "check": check})
-	_set_busy(false, "%d avatars from %s %s" % [textures.size(), infos[0]["model"] if infos.size() > 0 else "", infos[0]["modelVersion"] if infos.size() > 0 else ""])
+	var first: Dictionary = infos[0] if infos.size() > 0 else {}
+	_set_busy(false, "%d avatars from %s %s" % [textures.size(), first.get("model", ""), first.get("modelVersion", "")])
 	_progress.value = 1.0
 
 
@@ -187,6 +188,9 @@ func _on_save() -> void:
 			_status.text = "Cannot write %s.png (error %d)" % [base, error]
 			return
 		var json := FileAccess.open(base + ".json", FileAccess.WRITE)
+		if json == null:
+			_status.text = "Cannot write %s.json (error %d)" % [base, FileAccess.get_open_error()]
+			return
 		json.store_string(JSON.stringify(sidecar, "  "))
 		json.close()
 		saved += 1

@@ -9,6 +9,9 @@ extends Node
 ## Errors: before the stream, an HTTP status (400, 401, 404, 429, 503, ...) with a JSON body
 ## {"code", "message", "details": [{"field", "description"}], "requestId"}; after it started,
 ## a final line {"error": {...the same...}}. `last_error` keeps that Dictionary for the UI.
+## Also: interpolate() (POST /v1/interpolate, morph frames), encode_text() (the CLIP embedding),
+## list_models(); live editing over the bridge's WebSocket is MoeAvatarEditSession.
+## 64-bit integers (seeds, offsets, sizes) are strings in proto JSON: send "seed": "7".
 ##
 ##     var client := MoeAvatarClient.new()
 ##     add_child(client)
@@ -53,8 +56,8 @@ func is_busy() -> bool:
 	return _busy
 
 
-## A GenerateRequest in proto JSON. seed < 0 and psi < 0 leave the choice to the server.
-func build_request_body(prompt: String, count: int = 1, seed: int = -1, psi: float = -1.0,
+## A GenerateRequest in proto JSON. avatar_seed < 0 and psi < 0 leave the choice to the server.
+func build_request_body(prompt: String, count: int = 1, avatar_seed: int = -1, psi: float = -1.0,
 		format: String = FORMAT_PNG, size: int = 0, model: String = "", model_version: String = "") -> Dictionary:
 	var body := {
 		"prompt": prompt,
@@ -62,8 +65,8 @@ func build_request_body(prompt: String, count: int = 1, seed: int = -1, psi: flo
 		# Godot images are top-down, which is also the server's default row order.
 		"output": {"format": format, "size": size, "rowOrder": "ROW_ORDER_TOP_DOWN"},
 	}
-	if seed >= 0:
-		body["seed"] = str(seed)  # uint64 is a string in the proto JSON mapping
+	if avatar_seed >= 0:
+		body["seed"] = str(avatar_seed)  # uint64 is a string in the proto JSON mapping
 	if psi >= 0.0:
 		body["psi"] = psi
 	if model != "":
@@ -73,8 +76,23 @@ func build_request_body(prompt: String, count: int = 1, seed: int = -1, psi: flo
 	return body
 
 
-func generate(prompt: String, count: int = 1, seed: int = -1, psi: float = -1.0, format: String = FORMAT_PNG) -> void:
-	await generate_request(build_request_body(prompt, count, seed, psi, format))
+func generate(prompt: String, count: int = 1, avatar_seed: int = -1, psi: float = -1.0,
+		format: String = FORMAT_PNG) -> void:
+	await generate_request(build_request_body(prompt, count, avatar_seed, psi, format))
+
+
+## Morph frames from (start_prompt, start_seed) to (end_prompt, end_seed); completed() gets them in
+## order, each info with its position "t" (0..1). Frame 0 equals generate(start_prompt, 1, start_seed).
+func interpolate(start_prompt: String, start_seed: int, end_prompt: String, end_seed: int,
+		frames: int = 8, psi: float = -1.0) -> void:
+	var body := {
+		"start": {"prompt": start_prompt, "seed": str(start_seed)},
+		"end": {"prompt": end_prompt, "seed": str(end_seed)},
+		"frames": frames,
+	}
+	if psi >= 0.0:
+		body["psi"] = psi
+	await _stream_request("/v1/interpolate", body)
 
 
 ## Stops the request in flight: closing the connection makes the server drop the work.
@@ -85,6 +103,10 @@ func cancel() -> void:
 
 ## Sends any GenerateRequest dictionary (e.g. the "request" of a saved sidecar .json).
 func generate_request(body: Dictionary) -> void:
+	await _stream_request("/v1/generate", body)
+
+
+func _stream_request(path: String, body: Dictionary) -> void:
 	if _busy:
 		cancel()
 		while _busy:
@@ -92,7 +114,7 @@ func generate_request(body: Dictionary) -> void:
 	_busy = true
 	_cancel_requested = false
 	last_error = {}
-	var error := await _run(body)
+	var error := await _run(path, body)
 	_http.close()
 	_busy = false
 	if _cancel_requested:
@@ -101,7 +123,7 @@ func generate_request(body: Dictionary) -> void:
 		failed.emit(error)
 
 
-func _run(body: Dictionary) -> String:
+func _run(path: String, body: Dictionary) -> String:
 	var deadline := Time.get_ticks_msec() + int(timeout_seconds * 1000.0)
 	_http = HTTPClient.new()
 	var tls: TLSOptions = TLSOptions.client() if use_tls else null
@@ -114,7 +136,7 @@ func _run(body: Dictionary) -> String:
 		return "cannot connect to %s:%d (is the server running with --http-port %d?)" % [host, port, port]
 
 	var headers := _headers(["Content-Type: application/json", "Accept: application/x-ndjson"])
-	if _http.request(HTTPClient.METHOD_POST, "/v1/generate", headers, JSON.stringify(body)) != OK:
+	if _http.request(HTTPClient.METHOD_POST, path, headers, JSON.stringify(body)) != OK:
 		return "request failed"
 	while _http.get_status() == HTTPClient.STATUS_REQUESTING:
 		if not await _tick(deadline):
@@ -123,7 +145,7 @@ func _run(body: Dictionary) -> String:
 		return "no response"
 	var status_code := _http.get_response_code()
 
-	var state := {"textures": [] as Array[ImageTexture], "infos": [] as Array[Dictionary], "done": false}
+	var state := new_state()
 	var pending := PackedByteArray()
 	var error_body := PackedByteArray()
 	while _http.get_status() == HTTPClient.STATUS_BODY:
@@ -204,11 +226,20 @@ func _stop_reason() -> String:
 	return "cancelled" if _cancel_requested else "timed out after %.0f s" % timeout_seconds
 
 
-## Handles one GenerateResponse (proto JSON). Returns an error message, or "".
+## What one response stream collects: textures, infos and whether `done` arrived.
+static func new_state() -> Dictionary:
+	return {"textures": [] as Array[ImageTexture], "infos": [] as Array[Dictionary], "done": false}
+
+
 func _handle_line(line: String, state: Dictionary) -> String:
 	var event = JSON.parse_string(line)
 	if typeof(event) != TYPE_DICTIONARY:
 		return "bad JSON line from the server: %s" % line.left(200)
+	return handle_event(event, state)
+
+
+## Handles one GenerateResponse (proto JSON). Returns an error message, or "".
+func handle_event(event: Dictionary, state: Dictionary) -> String:
 	if event.has("error"):  # the stream failed after it started
 		return _describe_error(event["error"])
 	if event.has("started"):
@@ -297,16 +328,38 @@ static func decode_image(data: PackedByteArray, format: String, width: int, heig
 
 ## GET /v1/models: the ListModelsResponse as a Dictionary ({} on failure).
 func list_models() -> Dictionary:
+	return await _fetch_json(HTTPClient.METHOD_GET, "/v1/models", {})
+
+
+## The prompt's CLIP text embedding (L2-normalised; empty on failure, last_error says why).
+func encode_text(prompt: String, model: String = "") -> PackedFloat32Array:
+	var body := {"prompt": prompt}
+	if model != "":
+		body["model"] = model
+	var response := await _fetch_json(HTTPClient.METHOD_POST, "/v1/encode-text", body)
+	return PackedFloat32Array(response.get("embedding", []))
+
+
+## One unary call: the JSON answer as a Dictionary, {} on failure (last_error has the bridge's error).
+func _fetch_json(method: int, path: String, body: Dictionary) -> Dictionary:
 	var request := HTTPRequest.new()
 	add_child(request)
 	var scheme := "https" if use_tls else "http"
 	request.timeout = timeout_seconds
-	if request.request("%s://%s:%d/v1/models" % [scheme, host, port], _headers([])) != OK:
+	var url := "%s://%s:%d%s" % [scheme, host, port, path]
+	var sent := request.request(url, _headers([]), method) if method == HTTPClient.METHOD_GET \
+		else request.request(url, _headers(["Content-Type: application/json"]), method, JSON.stringify(body))
+	if sent != OK:
 		request.queue_free()
 		return {}
 	var result: Array = await request.request_completed  # [result, code, headers, body]
 	request.queue_free()
-	if result[0] != HTTPRequest.RESULT_SUCCESS or result[1] != 200:
+	if result[0] != HTTPRequest.RESULT_SUCCESS:
 		return {}
 	var parsed = JSON.parse_string(result[3].get_string_from_utf8())
-	return parsed if typeof(parsed) == TYPE_DICTIONARY else {}
+	if typeof(parsed) != TYPE_DICTIONARY:
+		return {}
+	if result[1] != 200:
+		last_error = parsed
+		return {}
+	return parsed
