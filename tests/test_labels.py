@@ -103,8 +103,8 @@ def test_heads_learn_attributes_from_features() -> None:
 def test_cpu_preset_trains_what_the_bundled_model_records() -> None:
     """`pipeline --preset cpu` must rebuild the bundled model: the model and train settings
     its clip and last gan stage run (their configs, as the preset passes them) are the ones
-    models/chibi-64/manifest.json records. (Session 5's preset overrode gan-64's steps with an
-    older count, so the recipe no longer matched the bundle.)"""
+    models/chibi-64/manifest.json records (a preset that overrode a config's step count would
+    no longer rebuild the bundle)."""
     from moe_avatar.training.models import load_config
     from moe_avatar.training.pipeline import PRESETS
 
