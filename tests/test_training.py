@@ -293,3 +293,19 @@ def test_every_shipped_config_parses() -> None:
         tc = parse_section(cls, cfg["train"], path.name)
         if cfg["kind"] == "gan":
             tc.check_model(bool(cfg["model"].get("prior", False)))
+
+
+def test_segment_shuffle_reorders_a_captions_list_and_keeps_its_words() -> None:
+    """train option segment_shuffle: a list caption comes back in other orders, same tokens."""
+    from moe_avatar.training.text import CaptionBank
+
+    bank = CaptionBank([["pink hair, cat ears, blue eyes"], ["银发猫耳少女"]], 32, progress=False)
+    rng = np.random.default_rng(0)
+    choice = torch.zeros(20, dtype=torch.long)
+    shuffled = bank.tokens_for(choice, 1.0, rng)
+    original = bank.tokens[0].long()
+    assert any(not torch.equal(row, original) for row in shuffled)
+    assert all(sorted(row.tolist()) == sorted(original.tolist()) for row in shuffled)
+    assert torch.equal(bank.tokens_for(choice, 0.0, rng), original.expand(20, -1))
+    # Nothing to shuffle: a caption with no separator comes back as it was.
+    assert torch.equal(bank.tokens_for(torch.ones(5, dtype=torch.long), 1.0, rng), bank.tokens[1].long().expand(5, -1))

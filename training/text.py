@@ -45,3 +45,18 @@ class CaptionBank:
         """One random caption per image: (token ids [B, C] int64, texts)."""
         choice = self.pick_indices(image_indices, rng)
         return self.tokens[choice].long(), [self.texts[i] for i in choice.tolist()]
+
+    def tokens_for(self, choice: torch.Tensor, shuffle: float = 0.0, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Token ids [B, C] of the chosen captions; with `shuffle` > 0 each caption's segments
+        are put in a random order with that probability (training.captions.shuffle_segments:
+        a list states the same in any order) and tokenized afresh."""
+        tokens = self.tokens[choice].long()
+        if not shuffle:
+            return tokens
+        from moe_avatar.training.captions import shuffle_segments
+
+        redo = np.flatnonzero(rng.random(len(choice)) < shuffle)
+        if len(redo):
+            texts = [shuffle_segments(self.texts[int(choice[i])], rng) for i in redo]
+            tokens[torch.from_numpy(redo)] = tokenize(texts, tokens.shape[1]).long()
+        return tokens

@@ -163,7 +163,7 @@ def train_step(r: ClipRun, step: int, data_rng: np.random.Generator) -> tuple[di
     tc = r.tc
     idx = sample_batch(len(r.images), tc.batch_size, data_rng)
     choice = r.bank.pick_indices(idx, data_rng)
-    tokens = r.bank.tokens[choice].long()
+    tokens = r.bank.tokens_for(choice, tc.segment_shuffle, data_rng)
     imgs = images_to_tensor(r.images[idx]).to(r.device)
     for group in r.opt.param_groups:
         group["lr"] = lr_at(step, tc)

@@ -79,11 +79,14 @@ class ClipTrainConfig:
     seed: int = 0
     log_every: int = 20
     attr_weight: float = 0.0  # attribute heads on both embeddings (needs a labelled dataset)
+    segment_shuffle: float = 0.0  # probability a caption's list segments come in a random order
 
     def __post_init__(self) -> None:
         problems = _run_problems(self)
         if self.warmup_steps < 0 or self.lr <= 0 or self.attr_weight < 0:
             problems.append("warmup_steps, attr_weight must be >= 0 and lr > 0")
+        if not 0 <= self.segment_shuffle <= 1:
+            problems.append("segment_shuffle must be a probability in [0, 1]")
         if problems:
             raise ConfigError("train: " + "; ".join(problems))
 
@@ -115,6 +118,7 @@ class GanTrainConfig:
     rec_shift: int = 0  # score G against the render moved up to this many pixels
     prior_weight: float = 0.0  # trains G's attribute prior (model option prior)
     prior_open_from_data: bool = False  # fit the prior's draw for unstated families to the captions
+    segment_shuffle: float = 0.0  # probability a caption's list segments come in a random order
 
     def __post_init__(self) -> None:
         problems = _run_problems(self)
@@ -125,6 +129,8 @@ class GanTrainConfig:
             problems.append("rec_shift must be >= 0")
         if not 0 <= self.ema_decay < 1:
             problems.append("ema_decay must be in [0, 1)")
+        if not 0 <= self.segment_shuffle <= 1:
+            problems.append("segment_shuffle must be a probability in [0, 1]")
         for key in ("rec_detail_weight", "rec_region_weight", "rec_shift"):
             if getattr(self, key) and not self.rec_weight:
                 problems.append(f"{key} weighs the reconstruction loss: it needs rec_weight > 0")

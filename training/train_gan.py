@@ -201,7 +201,7 @@ def next_batch(s: Stage, data_rng: np.random.Generator) -> Batch:
     real = images_to_tensor(s.images[idx]).to(s.device)
     z = torch.randn(len(idx), s.g.z_dim, device=s.device)
     with torch.no_grad():
-        text = encode_texts(s.clip, s.bank.tokens[choice].long().to(s.device))
+        text = encode_texts(s.clip, s.bank.tokens_for(choice, s.tc.segment_shuffle, data_rng).to(s.device))
     rows = torch.from_numpy(idx)
     return Batch(rows, choice, real, text, z, select(s.img_targets, rows) if s.tc.labelled else None)
 
