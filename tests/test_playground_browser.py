@@ -144,3 +144,32 @@ def test_validation_errors_are_shown_by_field(browser, server):
     screenshot(browser, "playground_error.png")
     # The page logs the 400 response itself as a console error; nothing else may be there.
     assert [m for m in severe_console_messages(browser) if "400 (Bad Request)" not in m] == []
+
+
+def test_live_mode_regenerates_as_you_type_over_the_websocket(browser, server):
+    """Typing with Live on sends each edit over one WebSocket Edit session; the grid ends up
+    showing the newest prompt's avatar; the curl preview quotes ' for the shell."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{server.server.http_port}/")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
+    count = browser.find_element(By.ID, "count")
+    count.clear()
+    count.send_keys("1")
+    seed = browser.find_element(By.ID, "seed")
+    seed.clear()
+    seed.send_keys("7")
+    browser.find_element(By.ID, "live").click()
+    browser.find_element(By.ID, "prompt").send_keys("pink twin tails, cat's ears")
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('#grid img'); return i && i.complete && i.naturalWidth > 0;"))
+    wait(browser, lambda d: "avatars in" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.CSS_SELECTOR, "#grid img").get_attribute("alt") == \
+        "avatar for “pink twin tails, cat's ears”, seed 7"
+    assert browser.execute_script("return live.sequence") >= 1
+    curl = browser.find_element(By.ID, "request-json").get_attribute("textContent")
+    assert "cat'\\''s ears" in curl and curl.startswith("curl -N -H 'Content-Type: application/json' -d '{")
+    # The model dropdown shows its whole label.
+    assert browser.execute_script("const s = document.getElementById('model'); return s.scrollWidth <= s.clientWidth")
+    screenshot(browser, "playground_live.png")
+    assert severe_console_messages(browser) == []

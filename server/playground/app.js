@@ -172,9 +172,14 @@ function buildRequest() {
   return body;
 }
 
+/** A shell word in single quotes: ' becomes '\'' (close, escaped quote, reopen). */
+function shellQuote(text) {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}
+
 function showRequest() {
   $("request-json").textContent =
-    `curl -N -H 'Content-Type: application/json' -d '${JSON.stringify(buildRequest())}' ${location.origin}/v1/generate`;
+    `curl -N -H 'Content-Type: application/json' -d ${shellQuote(JSON.stringify(buildRequest()))} ${location.origin}/v1/generate`;
 }
 
 function clearGrid() {
@@ -247,6 +252,85 @@ async function showTexture(cell, header, bytes, prompt, verified) {
   cell.dataset.verified = String(verified);
 }
 
+/** What one response stream has shown so far. */
+function newRun(prompt) {
+  return { prompt, cells: [], current: null, shown: 0, done: false };
+}
+
+/** One GenerateResponse (proto JSON) of a stream, from POST /v1/generate or the Edit WebSocket. */
+async function onEvent(run, event) {
+  if (event.error) throw event.error;
+  if (event.started) {
+    const s = event.started;
+    run.cells = makeCells(s.textureCount || 0);
+    setStatus(`${s.model} ${s.modelVersion} · seed ${s.seed} · ψ ${(s.psi ?? 0).toFixed(2)}`, 0.04);
+  } else if (event.progress) {
+    const [fraction, label] = STAGES[event.progress.stage] || [null, event.progress.stage];
+    setStatus(`${label}…`, fraction);
+  } else if (event.texture) {
+    run.current = { header: event.texture, parts: [] };
+  } else if (event.chunk) {
+    if (!run.current) throw new Error("chunk without a texture header");
+    run.current.parts.push(base64ToBytes(event.chunk.data));
+    if (!event.chunk.last) return;
+    const bytes = concat(run.current.parts);
+    const header = run.current.header;
+    run.current = null;
+    if (bytes.length !== Number(header.totalBytes || 0)) {
+      throw new Error(`texture ${header.index || 0}: got ${bytes.length} bytes, header says ${header.totalBytes}`);
+    }
+    const verified = await sha256Matches(bytes, base64ToBytes(header.sha256));
+    if (verified === false) throw new Error(`texture ${header.index || 0}: SHA-256 does not match its header`);
+    await showTexture(run.cells[header.index || 0], header, bytes, run.prompt, verified);
+    run.shown++;
+    setStatus(`${run.shown} / ${run.cells.length} textures`, 0.7 + 0.3 * run.shown / Math.max(1, run.cells.length));
+  } else if (event.done) {
+    run.done = true;
+    setStatus(`${event.done.textureCount || 0} avatars in ${(event.done.elapsedSeconds || 0).toFixed(2)} s`, 1);
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Live mode: every edit goes over one WebSocket Edit session (GET /v1/edit). The server works
+// on the newest request only and ends a replaced one with a "superseded" event; frames for
+// older sequences are ignored here.
+
+const live = { socket: null, sequence: 0, run: null, timer: 0, chain: Promise.resolve() };
+
+function liveSocket() {
+  if (live.socket && live.socket.readyState <= WebSocket.OPEN) return live.socket;
+  const token = $("token").value.trim();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  live.socket = new WebSocket(`${scheme}://${location.host}/v1/edit${token ? `?access_token=${encodeURIComponent(token)}` : ""}`);
+  live.socket.onmessage = (message) => {
+    const frame = JSON.parse(message.data);
+    if (Number(frame.sequence || 0) !== live.sequence) return; // stale: the user has typed since
+    live.chain = live.chain.then(async () => {
+      if (frame.error) throw { code: `error ${frame.error.code}`, message: frame.error.message };
+      if (frame.response) await onEvent(live.run, frame.response);
+    }).catch((error) => { setStatus("failed", 0); showError(error); });
+  };
+  live.socket.onclose = () => { live.socket = null; };
+  return live.socket;
+}
+
+function liveUpdate() {
+  if (!$("live").checked) return;
+  clearTimeout(live.timer);
+  live.timer = setTimeout(() => {
+    const request = buildRequest();
+    if (!request.prompt.trim()) return;
+    const socket = liveSocket();
+    const send = () => {
+      clearError();
+      live.sequence += 1; // strictly increasing per session
+      live.run = newRun(request.prompt.trim());
+      socket.send(JSON.stringify({ sequence: String(live.sequence), request }));
+    };
+    if (socket.readyState === WebSocket.OPEN) send(); else socket.addEventListener("open", send, { once: true });
+  }, 300);
+}
+
 async function generate(submit) {
   submit.preventDefault();
   if (controller) controller.abort();
@@ -258,10 +342,7 @@ async function generate(submit) {
   $("generate").disabled = true;
   $("cancel").disabled = false;
   setStatus("sending…", 0.02);
-  let cells = [];
-  let current = null; // {header, parts}
-  let shown = 0;
-  let done = false;
+  const run = newRun(prompt);
   try {
     const response = await fetch("/v1/generate", {
       method: "POST",
@@ -274,38 +355,8 @@ async function generate(submit) {
       try { body = await response.json(); } catch { body = { message: `HTTP ${response.status}` }; }
       throw body;
     }
-    for await (const event of jsonLines(response)) {
-      if (event.error) throw event.error;
-      if (event.started) {
-        const s = event.started;
-        cells = makeCells(s.textureCount || 0);
-        setStatus(`${s.model} ${s.modelVersion} · seed ${s.seed} · ψ ${(s.psi ?? 0).toFixed(2)}`, 0.04);
-      } else if (event.progress) {
-        const [fraction, label] = STAGES[event.progress.stage] || [null, event.progress.stage];
-        setStatus(`${label}…`, fraction);
-      } else if (event.texture) {
-        current = { header: event.texture, parts: [] };
-      } else if (event.chunk) {
-        if (!current) throw new Error("chunk without a texture header");
-        current.parts.push(base64ToBytes(event.chunk.data));
-        if (!event.chunk.last) continue;
-        const bytes = concat(current.parts);
-        const header = current.header;
-        current = null;
-        if (bytes.length !== Number(header.totalBytes || 0)) {
-          throw new Error(`texture ${header.index || 0}: got ${bytes.length} bytes, header says ${header.totalBytes}`);
-        }
-        const verified = await sha256Matches(bytes, base64ToBytes(header.sha256));
-        if (verified === false) throw new Error(`texture ${header.index || 0}: SHA-256 does not match its header`);
-        await showTexture(cells[header.index || 0], header, bytes, prompt, verified);
-        shown++;
-        setStatus(`${shown} / ${cells.length} textures`, 0.7 + 0.3 * shown / Math.max(1, cells.length));
-      } else if (event.done) {
-        done = true;
-        setStatus(`${event.done.textureCount || 0} avatars in ${(event.done.elapsedSeconds || 0).toFixed(2)} s`, 1);
-      }
-    }
-    if (!done) throw new Error("the stream ended before its done event");
+    for await (const event of jsonLines(response)) await onEvent(run, event);
+    if (!run.done) throw new Error("the stream ended before its done event");
   } catch (error) {
     if (error && error.name === "AbortError") {
       setStatus("cancelled", 0);
@@ -313,7 +364,7 @@ async function generate(submit) {
       setStatus("failed", 0);
       showError(error);
     }
-    for (const cell of cells) if (cell.classList.contains("pending")) cell.remove();
+    for (const cell of run.cells) if (cell.classList.contains("pending")) cell.remove();
   } finally {
     controller = null;
     $("generate").disabled = false;
@@ -362,6 +413,8 @@ function init() {
   $("psi").addEventListener("input", () => { $("psi-value").textContent = Number($("psi").value).toFixed(2); });
   $("form").addEventListener("submit", generate);
   $("form").addEventListener("input", showRequest);
+  $("form").addEventListener("input", liveUpdate);
+  $("live").addEventListener("change", liveUpdate);
   $("form").addEventListener("change", showRequest);
   $("cancel").addEventListener("click", () => controller && controller.abort());
   $("clear").addEventListener("click", () => { clearGrid(); clearError(); setStatus("", 0); });
