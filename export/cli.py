@@ -10,13 +10,14 @@ from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, 
 
 
 def _export(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="moe-avatar-export", description="Export CLIP + GAN checkpoints to a model bundle.")
+    p = argparse.ArgumentParser(prog="moe-avatar-export", description="Export CLIP + GAN checkpoints to a model bundle "
+                                "(parity-checked). `moe-avatar-export verify BUNDLE` checks an existing bundle.")
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (clip run's checkpoint.pt)")
     p.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (gan run's checkpoint.pt)")
     p.add_argument("--out", required=True, type=Path, help="bundle directory, e.g. models/chibi-64")
     p.add_argument("--name", help="model name (default: the --out directory name)")
     p.add_argument("--version", default="0.1.0", help="model version")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size; compute stays float32)")
     p.add_argument("--generator-weights", choices=["ema", "raw"], default="ema",
                    help="which generator weights of the GAN checkpoint to export (default: the EMA copy)")
@@ -39,7 +40,7 @@ def _export(argv: list[str]) -> int:
 
 def _verify(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="moe-avatar-export verify", description="Check a bundle's hashes and ONNX/PyTorch parity.")
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="bundle directory, e.g. models/chibi-64")
     p.add_argument("--clip", type=Path, help="CLIP checkpoint (default: the manifest's source)")
     p.add_argument("--gan", type=Path, help="GAN checkpoint (default: the manifest's source)")
     a = p.parse_args(argv)

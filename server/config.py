@@ -155,6 +155,15 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "host": "address gRPC, the HTTP bridge and metrics listen on: [::] = every interface (reachable "
                 "from other machines), 127.0.0.1 = this machine only",
         "device": "auto (CUDA if it really works, else CPU, logged), cuda (fail if unusable), cpu",
+        "port": "gRPC port (0 = any free port, logged at start)",
+        "cuda_device_id": "which GPU CUDA runs on (with --device auto or cuda)",
+        "max_batch": "most rows one graph run (micro-batch) takes",
+        "intra_op_threads": "ONNX Runtime threads per session (0 = ONNX Runtime's default: one per core)",
+        "ort_spinning": "1 = ONNX Runtime's threads spin between runs (lower latency, busy cores); 0 = they sleep",
+        "encode_workers": "threads that encode textures (PNG, WebP, resize)",
+        "text_cache_size": "text embeddings kept (LRU) for prompts sent again",
+        "log_format": "json (one object per line) or text",
+        "log_level": "DEBUG, INFO, WARNING or ERROR",
         "metrics_port": "Prometheus /metrics HTTP port (0 = disabled)",
         "http_port": "HTTP/1.1 JSON bridge and browser playground for clients without gRPC (0 = disabled)",
         "http_cors_origins": "comma-separated origins (scheme://host[:port]) whose web pages may call the HTTP "

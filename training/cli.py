@@ -9,7 +9,7 @@ COMMANDS = {
     "synth": ("moe_avatar.training.synth", "render the procedural avatar dataset"),
     "clip": ("moe_avatar.training.train_clip", "pretrain CLIP on image-caption pairs"),
     "gan": ("moe_avatar.training.train_gan", "train the text-conditioned GAN on a frozen CLIP"),
-    "pipeline": ("moe_avatar.training.pipeline", "synth -> clip -> gan in one command (presets)"),
+    "pipeline": ("moe_avatar.training.pipeline", "every stage of a recipe in one command: synth -> clip -> gan_rec -> gan (presets)"),
     "eval": ("moe_avatar.training.evaluate", "evaluate a checkpoint or an exported bundle"),
 }
 

@@ -31,10 +31,11 @@ PRESETS: dict[str, dict] = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="cpu: the bundled model's recipe on 2 cores; gpu: the larger configs; test: seconds (default %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="pipeline directory (data/, clip/, gan/ inside)")
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

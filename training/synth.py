@@ -131,10 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=0, help="number of images to render")
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (64..512)")
     parser.add_argument("--out", type=Path, help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed: image i draws from (seed, i) (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes (default: all cores)")
     parser.add_argument("--preview", type=Path, help="also write a contact sheet PNG here")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -102,28 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     def output_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("-o", "--out", type=pathlib.Path, default=pathlib.Path("out"), help="output directory")
-        p.add_argument("--format", choices=sorted(FORMATS), default="png")
+        p.add_argument("--format", choices=sorted(FORMATS), default="png",
+                       help="png, rgba (raw RGBA8 bytes, .rgba files) or webp (lossless) (default %(default)s)")
         p.add_argument("--size", type=int, default=0, help="output edge in px (0 = native)")
-        p.add_argument("--filter", choices=sorted(FILTERS), default="lanczos")
+        p.add_argument("--filter", choices=sorted(FILTERS), default="lanczos",
+                       help="resampling filter when --size differs from the model's edge (default %(default)s)")
         p.add_argument("--bottom-up", action="store_true", help="bottom-up rows (rgba only; Unity raw upload)")
         p.add_argument("--psi", type=float, default=None, help="truncation psi 0..2 (server default 0.7)")
         p.add_argument("--model", default="", help="model name (default: the server's default)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     g = sub.add_parser("generate", help="prompt -> avatars")
-    g.add_argument("prompt")
-    g.add_argument("-n", "--count", type=int, default=1)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("prompt", help="what to draw, English or Chinese, e.g. 'pink twin tails, cat ears'")
+    g.add_argument("-n", "--count", type=int, default=1, help="avatars to generate (default %(default)s)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed of the first avatar (the rest take the next ones); default: random, printed")
     g.add_argument("--rerank", type=int, default=1, help="generate K x count, keep the best by CLIP score")
     output_flags(g)
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("interpolate", help="morph frames between two (prompt, seed) endpoints")
-    i.add_argument("start_prompt")
-    i.add_argument("start_seed", type=int)
-    i.add_argument("end_prompt")
-    i.add_argument("end_seed", type=int)
-    i.add_argument("--frames", type=int, default=8)
+    i.add_argument("start_prompt", help="prompt of the first frame")
+    i.add_argument("start_seed", type=int, help="seed of the first frame")
+    i.add_argument("end_prompt", help="prompt of the last frame")
+    i.add_argument("end_seed", type=int, help="seed of the last frame")
+    i.add_argument("--frames", type=int, default=8, help="frames including both ends (default %(default)s)")
     output_flags(i)
     i.set_defaults(func=cmd_interpolate)
 
