@@ -11,4 +11,4 @@ fi
 echo "== installing moe-avatar[train,test] (torch, open_clip, onnx, pytest, grpcurl ...)"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ./clients/python -e ".[train,test]"
 echo "== running the tests"
-exec "$VENV/bin/python" -m pytest -q "$@"
+exec "$VENV/bin/python" -m pytest -q --durations=15 "$@"
