@@ -5,12 +5,24 @@ that it still is), so the server and client tests need no torch: a serving insta
 """
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
+# Modules that test training and export: they need the `train` extra (torch, open_clip, onnx).
+TRAINING_TESTS = ["test_detail.py", "test_evaluate.py", "test_export.py", "test_labels.py", "test_prior.py",
+                  "test_training.py"]
+HAS_TRAIN_EXTRA = importlib.util.find_spec("torch") is not None
+collect_ignore = [] if HAS_TRAIN_EXTRA else TRAINING_TESTS
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not HAS_TRAIN_EXTRA:
+        return f"serving install (no torch): {len(TRAINING_TESTS)} training/export test modules not collected"
+    return None
 
 
 @pytest.fixture(scope="session")
