@@ -178,7 +178,7 @@ def _loss(logits: dict[str, torch.Tensor], labels: dict, masks: dict, idx: torch
     return loss
 
 
-def train_judge(images: np.ndarray, attrs: list[dict], steps: int = 3000, batch: int = 64, seed: int = 0,
+def train_judge(images: np.ndarray, attrs: list[dict], steps: int = 2000, batch: int = 64, seed: int = 0,
                 progress: bool = True, log: Callable[[str], None] = print) -> Judge:
     """Supervised on renders' ground truth, every batch degraded by `augment`."""
     torch.manual_seed(seed)
@@ -205,7 +205,7 @@ def train_judge(images: np.ndarray, attrs: list[dict], steps: int = 3000, batch:
     return judge.eval()
 
 
-def load_or_train_judge(cache: Path, train_count: int = 24000, held_out: int = 3000, steps: int = 3000,
+def load_or_train_judge(cache: Path, train_count: int = 24000, held_out: int = 3000, steps: int = 2000,
                         progress: bool = True, log: Callable[[str], None] = print) -> tuple[Judge, dict]:
     """The judge, trained once on its own renders and cached with its held-out report
     (accuracy per family on clean renders and on renders blurred at radius `TEST_BLUR`)."""
