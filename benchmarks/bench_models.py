@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, b in tqdm(cells, desc="benchmark"):
         rng = np.random.default_rng(0)
         if key == "text_encoder":
-            feeds = {"input_ids": rng.integers(1, 49000, size=(b, ctx)).astype(np.int64)}
-            feeds["input_ids"][:, 20] = 49407
+            vocab = clip.token_embedding.num_embeddings  # the last id is the end-of-text token
+            feeds = {"input_ids": rng.integers(1, vocab - 2, size=(b, ctx)).astype(np.int64)}
+            feeds["input_ids"][:, 20] = vocab - 1
             feeds["input_ids"][:, 21:] = 0
         elif key == "generator":
             feeds = {"z": noise_from_seeds(list(range(b)), z_dim),
