@@ -40,6 +40,7 @@ from moe_avatar.training.prompt_sets import (
     make_eval_prompts,
     realize,
 )
+from moe_avatar.training.reading import reading_scores, shuffle_segments
 from moe_avatar.training.render import render_avatar
 from moe_avatar.training.report import check_bar, format_table
 from moe_avatar.training.scoring import (
@@ -79,6 +80,7 @@ class RenderSampler:
     """
 
     z_dim, resolution = 8, 64
+    read = None
 
     def __init__(self, prompts: list[Prompt], faithful: bool = True, fixed: bool = False):
         self.prompts, self.faithful, self.fixed = prompts, faithful, fixed
@@ -224,6 +226,30 @@ def test_realize_gives_an_avatar_the_prompt_is_true_of() -> None:
         assert a["head_accessory"] == ["cat ears"] and a["eye_color"] == "blue"
         assert a["face_accessory"] != "sunglasses" and a["expression"] != "closed-eye happy"  # eyes stay visible
     assert realize(Prompt("x", "en", {"head_accessory": ["cat ears", "hat"]}), np.random.default_rng(0)) is None
+
+
+def test_reading_scores_the_priors_answer_and_its_order_invariance() -> None:
+    prompts = [Prompt("pink hair, cat ears", "en", {"hair_color": "pink", "head_accessory": ["cat ears"]}),
+               Prompt("粉发，不戴眼镜", "zh", {"hair_color": "pink"}, {"face_accessory": ["glasses"]})]
+
+    def reader(texts: list[str]) -> list[dict]:
+        """Reads colour words in any order; takes the first segment's colour as the hair colour only
+        when it says pink (an order-sensitive reader for the other case)."""
+        out = []
+        for t in texts:
+            first = t.replace("，", ",").split(",")[0]
+            out.append({"hair_color": (0.9, "pink" if "pink" in first or "粉" in first else "blue"),
+                        "head_accessory": (0.8 if "cat" in t else 0.1, ["cat ears"] if "cat" in t else []),
+                        "face_accessory": (0.7, "none"), "eye_color": (0.2, "red")})
+        return out
+
+    res = reading_scores(reader, prompts)
+    assert res["accuracy"] == 1.0 and res["shuffled_prompts"] == 2
+    # detection: p0 hair T, head T, face (0.7 but open) F, eyes T; p1 hair T, head T, eyes T (face excluded)
+    assert res["stated_detection"] == pytest.approx(6 / 7)
+    assert res["order_invariance"] == pytest.approx(1 / 3)  # only p0's cat ears survive the shuffle
+    assert shuffle_segments("one segment", np.random.default_rng(0)) is None
+    assert sorted(shuffle_segments("a, b / c", np.random.default_rng(0)).split(", ")) == ["a", "b", "c"]
 
 
 # ----------------------------------------------------------------------------- model-level metrics

@@ -26,6 +26,7 @@ from moe_avatar.training.metrics import (
     seed_pair_agreement,
 )
 from moe_avatar.training.prompt_sets import PROMPT_DIR, Prompt, load_prompts
+from moe_avatar.training.reading import reading_scores
 from moe_avatar.training.report import check_bar, format_table
 from moe_avatar.training.samplers import (
     BundleSampler,
@@ -111,6 +112,8 @@ def evaluate_set(sampler: Sampler, judge: JudgeFn, path: Path, seeds: list[int],
                            "accuracy": score(prompts, judged)}
     out["baselines"] = prompt_baselines(sampler, judge, prompts, judged, seeds, psi)
     out["r_precision"] = r_precision_set(sampler, prompts, psi)
+    if sampler.read is not None:
+        out["reading"] = reading_scores(sampler.read, prompts)
     if rerank:
         r4 = prompt_accuracy(sampler, judge, prompts, seeds, 4, psi, progress)
         out["rerank4"] = _headline(r4)
@@ -189,7 +192,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psi", type=float, default=1.0,
                    help="truncation for every generated image (1.0 = untruncated, the bar's setting; "
                         "the server's default is 0.7)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def make_sampler(args: argparse.Namespace) -> tuple[Sampler, dict[str, str]]:

@@ -9,6 +9,7 @@ import numpy as np
 BAR = {"overall": 0.85, "family_min": 0.70, "r_precision_ratio": 0.8, "diversity": 0.7, "fd_ratio": 3.0}
 NATURAL_BAR = {"overall": 0.90, "gap": 0.02, "all_stated": 0.75, "family_min": 0.80, "language_min": 0.88,
                "several_colours": 0.85, "negations": 0.90}
+READING_BAR = {"natural": 0.97, "primary": 0.99, "detection": 0.95, "order": 0.97}
 JUDGE_BAR = {"clean": 0.98, "blurred": 0.95}
 
 
@@ -19,7 +20,14 @@ def _natural_checks(r: dict[str, Any]) -> dict[str, bool] | None:
         return None
     a, b = nat["accuracy"], r["prompt_sets"][r["primary"]]["accuracy"]
     show = r.get("showcase")
-    return {
+    reading = {}
+    if "reading" in nat:
+        rn, rp = nat["reading"], r["prompt_sets"][r["primary"]]["reading"]
+        reading = {"reading: natural >= 0.97": rn["accuracy"] >= READING_BAR["natural"],
+                   "reading: primary set >= 0.99": rp["accuracy"] >= READING_BAR["primary"],
+                   "reading: stated-vs-open >= 0.95": min(rn["stated_detection"], rp["stated_detection"]) >= READING_BAR["detection"],
+                   "reading: order invariance >= 0.97": (rn["order_invariance"] or 0) >= READING_BAR["order"]}
+    return {**reading,
         "natural: accuracy >= 0.90": a["overall"] >= NATURAL_BAR["overall"],
         "natural: within 0.02 of the primary set": a["overall"] >= b["overall"] - NATURAL_BAR["gap"],
         "natural: all stated right >= 0.75": a["all_stated_correct"] >= NATURAL_BAR["all_stated"],
@@ -75,6 +83,10 @@ def _set_lines(name: str, s: dict[str, Any]) -> list[str]:
         lines.append(f"{'R-precision (' + str(rp['candidates']) + ' candidates)':<34}"
                      f"{_ci(rp['generated']['value'], rp['generated']['ci95']):<24}"
                      f"{rp['chance_random_renders']['value']:.3f}{'':16}{rp['real_ceiling']['value']:.3f}")
+    if (rd := s.get("reading")):
+        lines.append(f"{'reading (prior vs annotation)':<34}{_ci(rd['accuracy'], rd['ci95']):<24}"
+                     f"stated-vs-open {rd['stated_detection']:.3f}, order invariance "
+                     + ("-" if rd["order_invariance"] is None else f"{rd['order_invariance']:.3f}"))
     if "rerank4" in s:
         lines.append(f"{'accuracy with CLIP rerank x4':<34}{s['rerank4']['overall']:.3f} (gain {s['rerank_gain']:+.3f})")
     lines += [f"  {k:<32}{v:.3f}" for k, v in a["per_language"].items()]

@@ -19,6 +19,8 @@ from moe_avatar.server.bundle import (
 class Sampler(Protocol):
     z_dim: int
     resolution: int
+    # The attribute prior's answer per family, (P(stated), value), when the model exposes it.
+    read: Callable[[list[str]], list[dict]] | None
 
     def encode_text(self, prompts: list[str]) -> np.ndarray: ...
     def generate(self, text_emb: np.ndarray, seeds: list[int], psi: float = 1.0) -> np.ndarray: ...
@@ -33,6 +35,7 @@ class CheckpointSampler:
         self.g, _, _ = load_gan_checkpoint(gan_ckpt)
         self.context = cfg["model"]["text_cfg"]["context_length"]
         self.z_dim, self.resolution = self.g.z_dim, self.g.resolution
+        self.read = self._read if self.g.prior is not None else None
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> np.ndarray:
@@ -48,6 +51,22 @@ class CheckpointSampler:
         return ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
     @torch.no_grad()
+    def _read(self, prompts: list[str]) -> list[dict]:
+        """Per prompt and family: P(the prompt states it) and the value the prior reads."""
+        from moe_avatar.training.attributes import ATTRIBUTES, MULTI_VALUED
+        from moe_avatar.training.latent import CODE_FAMILIES, HEAD_SETS
+
+        prior = self.g.prior
+        text = torch.from_numpy(batched(self.encode_text, prompts)).float() * self.g.embed_dim ** 0.5
+        values, gates = prior.parts(text)
+        stated = torch.sigmoid(gates / prior.temperature)
+        out: list[dict] = [{} for _ in prompts]
+        for b, (fam, v) in enumerate(zip(CODE_FAMILIES, values)):
+            for i, k in enumerate(v.argmax(1).tolist()):
+                out[i][fam] = (float(stated[i, b]), list(HEAD_SETS[k]) if fam == MULTI_VALUED else ATTRIBUTES[fam][k])
+        return out
+
+    @torch.no_grad()
     def encode_image(self, images: np.ndarray) -> np.ndarray:
         from moe_avatar.training.models import encode_images
 
@@ -56,7 +75,10 @@ class CheckpointSampler:
 
 
 class BundleSampler:
-    """Exactly what the server runs: the bundle's tokenizer.json and ONNX graphs."""
+    """Exactly what the server runs: the bundle's tokenizer.json and ONNX graphs (which do not
+    export the attribute prior's answer, so `read` is None)."""
+
+    read = None
 
     def __init__(self, bundle: Path):
         import onnxruntime as ort
