@@ -1,12 +1,18 @@
 """Prometheus metrics, served on their own HTTP port (--metrics-port).
 
 Each server instance has its own registry, so several servers can live in one process
-(tests) without clashing.
+(tests) without clashing. The endpoint listens on --host like the other ports, speaks TLS
+when the server does (--tls-cert), and needs a bearer token when --metrics-token-file is
+set: counters such as UNAUTHENTICATED counts are not for everyone.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import hmac
+import ssl
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -32,6 +38,8 @@ class Metrics:
                                      ["format"], registry=r)
         self.text_cache = Counter("moe_avatar_text_cache", "Text-embedding cache lookups", ["result"],
                                   registry=r)
+        self.held_bytes = Gauge("moe_avatar_held_texture_bytes", "Encoded texture bytes not yet written "
+                                "to their clients, all streams (--max-held-bytes)", registry=r)
 
     def on_batch(self, graph: str, rows: int, seconds: float) -> None:
         self.batch_rows.labels(graph).observe(rows)
@@ -40,7 +48,28 @@ class Metrics:
     def on_queue(self, graph: str, depth: int) -> None:
         self.queue_depth.labels(graph).set(depth)
 
-    def serve(self, port: int, host: str = "0.0.0.0"):
-        """Start the /metrics HTTP endpoint in a daemon thread; returns the HTTP server."""
-        http_server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return http_server
+    async def serve(self, port: int, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None,
+                    token: str = "") -> web.AppRunner:
+        """Start GET /metrics on the running event loop; `runner.cleanup()` stops it."""
+        expected = f"Bearer {token}".encode() if token else b""
+
+        async def metrics(request: web.Request) -> web.Response:
+            given = request.headers.get("Authorization", "").encode()
+            if expected and not hmac.compare_digest(given, expected):
+                return web.Response(status=401, text="metrics need the bearer token (--metrics-token-file)\n",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.on_response_prepare.append(_no_banner)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        bind = None if host.strip("[]") in ("::", "") else host.strip("[]")  # None: IPv4 and IPv6
+        await web.TCPSite(runner, bind, port, ssl_context=ssl_context).start()
+        return runner
+
+
+async def _no_banner(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "moe-avatar"  # instead of aiohttp's version banner

@@ -8,7 +8,8 @@ counts the request in the metrics and logs one line per request with its id.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
+import contextvars
 import functools
 import inspect
 import json
@@ -23,6 +24,7 @@ import numpy as np
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 from moe_avatar.server import textures, validation
+from moe_avatar.server.streaming import ByteBudget, FairEncoder, is_heavy
 from moe_avatar.server.batcher import QueueFull
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.bundle import noise_from_seeds
@@ -32,6 +34,8 @@ from moe_avatar.server.validation import RequestError
 log = logging.getLogger("moe_avatar.service")
 
 REQUEST_ID_KEY = "x-request-id"
+# The caller of the RPC running in this task: whose turn it is at the encoding threads.
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("client", default="")
 
 
 class ModelRegistry:
@@ -73,6 +77,46 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _peer(context) -> str:
+    """The connection a call came on ('ipv4:10.0.0.7:51234'): the unit of fairness."""
+    peer = getattr(context, "peer", None)
+    return str(peer()) if callable(peer) else "unknown"
+
+
+class _StallWatch:
+    """Cuts a stream whose client has read nothing for `seconds` (--stream-stall-seconds):
+    the task writing to it is cancelled, which frees the textures it holds, and the status
+    is queued behind the data already sent, so a client that reads again learns why."""
+
+    def __init__(self, seconds: float, context) -> None:
+        self.seconds = seconds
+        self.error: validation.RequestError | None = None
+        self._context = context
+        self._status_task: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def writing(self):
+        if not self.seconds:
+            yield
+            return
+        handle = asyncio.get_running_loop().call_later(self.seconds, self._cut, asyncio.current_task())
+        try:
+            yield
+        finally:
+            handle.cancel()
+
+    def _cut(self, task: asyncio.Task | None) -> None:
+        self.error = RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"stream cut: the client read nothing for {self.seconds:g} s (--stream-stall-seconds)")
+        self._status_task = asyncio.ensure_future(self._send_status())
+        if task is not None:
+            task.cancel()
+
+    async def _send_status(self) -> None:
+        with contextlib.suppress(Exception):  # AbortError is how a sent status ends abort()
+            await self._context.abort(self.error.code, self.error.message)
+
+
 def _rpc(method):
     """Status mapping, metrics and the per-request log line for one RPC handler."""
     name = method.__name__
@@ -80,6 +124,8 @@ def _rpc(method):
 
     async def finish(self: "AvatarService", context, request_id: str, start: float, error: BaseException | None):
         code = grpc.StatusCode.OK
+        cut = isinstance(error, RequestError) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED \
+            and error.message.startswith("stream cut")
         if isinstance(error, QueueFull):
             error = RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {error}; retry with backoff")
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
@@ -97,7 +143,7 @@ def _rpc(method):
         self.metrics.request_seconds.labels(name).observe(elapsed)
         log.info("%s %s", name, code.name, extra={"request_id": request_id, "method": name, "code": code.name,
                                                    "elapsed_ms": round(elapsed * 1000, 2)})
-        if isinstance(error, RequestError):
+        if isinstance(error, RequestError) and not cut:  # a cut stream's call is over already
             status = error.to_status()
             await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -105,12 +151,15 @@ def _rpc(method):
         @functools.wraps(method)
         async def stream_wrapper(self, request, context):
             request_id, start = _request_id(context), time.perf_counter()
+            CLIENT.set(_peer(context))
+            stall = _StallWatch(self.stall_seconds, context)
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             try:
                 async for message in method(self, request, context, request_id):
-                    yield message
+                    with stall.writing():
+                        yield message
             except BaseException as e:  # noqa: BLE001 - finish() maps or re-raises
-                await finish(self, context, request_id, start, e)
+                await finish(self, context, request_id, start, stall.error or e)
                 raise
             await finish(self, context, request_id, start, None)
 
@@ -132,26 +181,44 @@ def _rpc(method):
 
 
 class AvatarService(pb_grpc.AvatarServiceServicer):
-    def __init__(self, registry: ModelRegistry, metrics: Metrics,
-                 encode_executor: concurrent.futures.Executor) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics, encoder: FairEncoder, *,
+                 budget: ByteBudget | None = None, stall_seconds: float = 0.0) -> None:
         self.registry = registry
         self.metrics = metrics
-        self._encode_executor = encode_executor
+        self._encode_executor = encoder
+        self.budget = budget or ByteBudget(0, metrics.held_bytes.set)
+        self.stall_seconds = stall_seconds  # 0 = never cut a stream that is not read
+
+    def _admit_stream(self) -> None:
+        """Refuse a new streaming call while unsent textures fill the byte budget."""
+        if self.budget.exhausted:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"server busy: {self.budget.held} bytes of textures wait for slow readers "
+                               f"(limit {self.budget.limit}, --max-held-bytes); retry with backoff")
 
     # --- helpers -----------------------------------------------------------------
 
     def _progress(self, stage: int, start: float) -> pb.GenerateResponse:
         return pb.GenerateResponse(progress=pb.Progress(stage=stage, elapsed_seconds=time.perf_counter() - start))
 
+    async def _encode(self, avatar: Avatar, spec: textures.OutputSpec, client: str) -> textures.EncodedTexture:
+        heavy = is_heavy(spec, avatar.image.shape[0])
+        tex = await self._encode_executor.run(client, heavy, textures.encode, avatar.image, spec)
+        self.budget.hold(len(tex.data))  # released by _stream_textures once written or dropped
+        return tex
+
     async def _stream_textures(self, avatars: list[Avatar], spec: textures.OutputSpec,
                                start: float) -> AsyncIterator[pb.GenerateResponse]:
-        """Encode all textures in the thread pool, then stream them in order as header + chunks."""
-        loop = asyncio.get_running_loop()
+        """Stream textures in order as header + chunks, encoding lazily: only the texture being
+        written and the next one exist as bytes, so a slow reader holds two textures, not all."""
         t0 = time.perf_counter()
-        jobs = [loop.run_in_executor(self._encode_executor, textures.encode, a.image, spec) for a in avatars]
+        client = CLIENT.get()
+        jobs = [asyncio.ensure_future(self._encode(a, spec, client)) for a in avatars[:1]]
         try:
-            for index, (avatar, job) in enumerate(zip(avatars, jobs)):
-                tex = await job
+            for index, avatar in enumerate(avatars):
+                tex = await jobs[index]
+                if index + 1 < len(avatars):
+                    jobs.append(asyncio.ensure_future(self._encode(avatars[index + 1], spec, client)))
                 header = pb.TextureHeader(
                     index=index, width=tex.width, height=tex.height, format=tex.format, row_order=tex.row_order,
                     clip_score=avatar.score, resize_filter=tex.resize_filter, total_bytes=len(tex.data),
@@ -163,7 +230,9 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
                     yield pb.GenerateResponse(chunk=chunk)
                 self.metrics.texture_bytes.labels(pb.TextureFormat.Name(tex.format)).inc(len(tex.data))
         finally:
-            for job in jobs:
+            for job in jobs:  # release what was encoded, cancel what was not
+                if job.done() and not job.cancelled() and job.exception() is None:
+                    self.budget.release(len(job.result().data))
                 job.cancel()
         self.metrics.stage_seconds.labels("encoding_textures").observe(time.perf_counter() - t0)
         yield pb.GenerateResponse(done=pb.Done(texture_count=len(avatars),
@@ -180,6 +249,7 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
         """Generate as a stream of responses; shared by Generate and Edit."""
         start = time.perf_counter()
         pipe = self.registry.resolve(params.model, params.model_version)
+        self._admit_stream()
         with pipe.admit() as ticket:
             yield pb.GenerateResponse(started=pb.Started(
                 request_id=request_id, model=pipe.bundle.name, model_version=pipe.bundle.version,
@@ -213,6 +283,7 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
         params = validation.interpolate_params(request)
         start = time.perf_counter()
         pipe = self.registry.resolve(params.model, params.model_version)
+        self._admit_stream()
         with pipe.admit() as ticket:
             yield pb.GenerateResponse(started=pb.Started(
                 request_id=request_id, model=pipe.bundle.name, model_version=pipe.bundle.version,

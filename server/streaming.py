@@ -1,0 +1,144 @@
+"""What streamed textures may cost: a server-wide budget of bytes held, and fair turns
+at the texture-encoding threads.
+
+* **ByteBudget.** A texture's encoded bytes are held from the moment it is encoded until
+  its last chunk has been written to the client. The service encodes lazily (the texture
+  being written plus the next one), so a call holds at most two textures; the budget
+  caps what all calls together hold (`--max-held-bytes`). Past it, new calls are refused
+  with RESOURCE_EXHAUSTED; calls in flight finish, since refusing them would waste the
+  work already done.
+* **FairEncoder.** The encoding threads take clients in turn (round robin over the
+  clients with work waiting), not first come first served, so a client with a hundred
+  jobs queued delays another client's job by at most one job per client ahead of it.
+  Jobs cannot be pre-empted, and a 1024 px lossless WebP takes about a second while a
+  64 px PNG takes milliseconds, so heavy jobs may use all threads but one: a light job
+  never waits behind heavy ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from moeavatar.v1 import avatar_pb2 as pb
+from moe_avatar.server.textures import OutputSpec
+
+# Work of one texture ~ output pixels x a per-format factor; above HEAVY_COST it is heavy
+# (measured on one core: PNG / WebP of 128 px <= 25 ms, of 256 px 25-175 ms; RGBA8 of 512 px ~12 ms).
+FORMAT_COST = {pb.TEXTURE_FORMAT_RGBA8: 1}
+COMPRESSED_COST = 8
+HEAVY_COST = 128 * 128 * COMPRESSED_COST
+
+
+def is_heavy(spec: OutputSpec, native_size: int) -> bool:
+    """Whether encoding one texture to `spec` is slow enough to hold a thread for long."""
+    side = spec.size or native_size
+    return side * side * FORMAT_COST.get(spec.format, COMPRESSED_COST) > HEAVY_COST
+
+
+class ByteBudget:
+    """Bytes of encoded textures held by all streams of this server."""
+
+    def __init__(self, limit: int, on_change: Callable[[int], None] = lambda held: None) -> None:
+        self.limit = limit  # 0 = no limit
+        self.held = 0
+        self._on_change = on_change
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.limit) and self.held >= self.limit
+
+    def hold(self, size: int) -> None:
+        self.held += size
+        self._on_change(self.held)
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        self._on_change(self.held)
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple
+    heavy: bool
+    future: asyncio.Future
+    client: str = field(default="")
+
+
+class FairEncoder:
+    """Runs blocking jobs on `workers` threads, taking the clients with waiting jobs in turn."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.heavy_slots = max(1, workers - 1)  # one thread stays free for light jobs
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="encode")
+        self._waiting: collections.OrderedDict[str, collections.deque[_Job]] = collections.OrderedDict()
+        self._running = 0
+        self._running_heavy = 0
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    async def run(self, client: str, heavy: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on an encoding thread when it is `client`'s turn; cancel-safe."""
+        job = _Job(fn, args, heavy, asyncio.get_running_loop().create_future(), client)
+        self._waiting.setdefault(client, collections.deque()).append(job)
+        self._dispatch()
+        try:
+            return await job.future
+        finally:
+            queue = self._waiting.get(client)
+            if queue is not None and job in queue:  # cancelled before it ran
+                queue.remove(job)
+                if not queue:
+                    del self._waiting[client]
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _next(self) -> _Job | None:
+        """The first client in turn whose oldest job may run now; that client goes last."""
+        for client, queue in self._waiting.items():
+            if queue[0].heavy and self._running_heavy >= self.heavy_slots:
+                continue
+            job = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(client)
+            else:
+                del self._waiting[client]
+            return job
+        return None
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._running < self.workers and (job := self._next()) is not None:
+            if job.future.done():
+                continue
+            self._running += 1
+            self._running_heavy += job.heavy
+            done = self._pool.submit(job.fn, *job.args)
+            done.add_done_callback(lambda f, job=job: _call_soon(loop, self._finished, job, f))
+
+    def _finished(self, job: _Job, result: concurrent.futures.Future) -> None:
+        self._running -= 1
+        self._running_heavy -= job.heavy
+        if not job.future.done():
+            if result.cancelled():
+                job.future.cancel()
+            elif (error := result.exception()) is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result.result())
+        self._dispatch()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop closed while the job ran (shutdown): nobody waits for it
+        pass
