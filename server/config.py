@@ -51,10 +51,9 @@ class ServerConfig:
     max_inflight_per_client: int = 128  # concurrent AvatarService RPCs per client address, 0 = no limit
     max_held_bytes: int = 256 * 2**20  # encoded texture bytes waiting for slow readers, all calls; 0 = no limit
     stream_stall_seconds: float = 30.0  # cut a stream whose client reads nothing this long, 0 = never
-    http_header_timeout: float = 10.0  # bridge: a request's headers must arrive within this
+    http_header_timeout: float = 15.0  # bridge: a request head must arrive within this (also the idle keep-alive)
     http_body_timeout: float = 30.0  # bridge: a request's body must arrive within this
-    http_idle_timeout: float = 60.0  # bridge: an idle keep-alive connection is closed after this
-    http_max_connections: int = 1000  # bridge: open connections; more are closed at once
+    http_max_connections: int = 1000  # bridge: open connections (at most half the fd limit); more are closed at once
     http_allowed_hosts: str = ""  # bridge: comma-separated Host header names accepted; empty = any
     metrics_token_file: str = ""  # /metrics needs `Authorization: Bearer <token from this file>`
 
@@ -121,7 +120,7 @@ class ServerConfig:
             fail("max_held_bytes", "must be 0..2^40 (0 = no limit)")
         if not 0 <= self.stream_stall_seconds <= 3600:
             fail("stream_stall_seconds", "must be 0..3600 (0 = never cut)")
-        for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout"):
+        for name in ("http_header_timeout", "http_body_timeout"):
             if not 0.1 <= getattr(self, name) <= 3600:
                 fail(name, "must be 0.1..3600 seconds")
         if not 1 <= self.http_max_connections <= 1_000_000:
@@ -189,10 +188,11 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         "max_held_bytes": "encoded texture bytes all streams together may hold while clients read slowly; "
                           "past it new calls get RESOURCE_EXHAUSTED (0 = no limit)",
         "stream_stall_seconds": "cut a stream whose client has read nothing for this long (0 = never)",
-        "http_header_timeout": "HTTP bridge: seconds for a request's headers to arrive",
+        "http_header_timeout": "HTTP bridge: seconds a connection has to deliver a complete request head after "
+                               "opening or after its previous response; an idle keep-alive connection closes then too",
         "http_body_timeout": "HTTP bridge: seconds for a request's body to arrive (408 after)",
-        "http_idle_timeout": "HTTP bridge: seconds an idle keep-alive connection stays open",
-        "http_max_connections": "HTTP bridge: open connections at most; more are closed at once",
+        "http_max_connections": "HTTP bridge: open connections at most (and at most half the open-file limit); "
+                                "more are closed at once, so the gRPC port keeps file descriptors",
         "http_allowed_hosts": "HTTP bridge: comma-separated Host names (with or without :port) it answers; "
                               "empty = any (set it when the bridge is reachable from browsers)",
         "metrics_token_file": "file holding a bearer token that /metrics requires (empty = metrics open)",

@@ -47,6 +47,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moe_avatar.server.bridge_web import CorsPolicy, large_json_integer, serve_edit
+from moe_avatar.server.http_limits import (LINGER_SECONDS, MAX_JSON_DEPTH, PAGE_CSP, HttpLimits, cap_connections, connection_cap, page_headers,
+                                           read_body, too_deep)
 from moe_avatar.server.service import REQUEST_ID_KEY, AvatarService
 
 log = logging.getLogger("moe_avatar.http")
@@ -137,6 +139,7 @@ class _BridgeContext:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self.request_id = ""
         self.started = False  # the service's handler ran (and so logs and counts the request)
+        self.peer_name = "http"
 
     def invocation_metadata(self):
         return self._metadata
@@ -149,6 +152,9 @@ class _BridgeContext:
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def peer(self) -> str:
+        return self.peer_name  # set by HttpBridge._context: the connection, for fair turns
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
         raise BridgeError.from_grpc_status(code, details, trailing_metadata, self.request_id)
@@ -180,6 +186,10 @@ def parse_message(body: bytes, message_type: type[Message]) -> Message:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise bad(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise bad(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if too_deep(value):
+        raise bad(f"nested deeper than {MAX_JSON_DEPTH} levels")
     name = message_type.DESCRIPTOR.full_name
     if not isinstance(value, dict):
         raise bad(f"must be a JSON object (a {name} in proto JSON), got {type(value).__name__}")
@@ -238,7 +248,7 @@ class HttpBridge:
                  is_serving: Callable[[], bool] = lambda: True, authorize: Authorize = allow_all,
                  ssl_context: ssl.SSLContext | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  playground_dir: pathlib.Path | None = PLAYGROUND_DIR, reuse_port: bool = False,
-                 cors: CorsPolicy = CorsPolicy()) -> None:
+                 cors: CorsPolicy = CorsPolicy(), limits: HttpLimits = HttpLimits()) -> None:
         self._service = service
         self._host = None if host.strip("[]") in ("::", "") else host.strip("[]")  # None: IPv4 and IPv6
         self._port = port
@@ -249,6 +259,7 @@ class HttpBridge:
         self._playground = playground_dir
         self._reuse_port = reuse_port  # --workers: every worker process serves the same HTTP port
         self._cors = cors  # --http-cors-origins
+        self._limits = limits  # timeouts, connection cap, allowed hosts (server/http_limits.py)
         self._runner: web.AppRunner | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._closing = False
@@ -265,6 +276,7 @@ class HttpBridge:
         app.router.add_get("/v1/models", self._list_models, name="ListModels")
         app.router.add_get("/v1/edit", self._edit, name="Edit")
         app.on_response_prepare.append(self._add_cors_headers)
+        app.on_response_prepare.append(page_headers)
         app.router.add_get("/v1/models/{model}", self._model_info, name="GetModelInfo")
         app.router.add_get("/v1/models/{model}/{version}", self._model_info, name="GetModelInfo.version")
         app.router.add_get("/healthz", self._healthz)
@@ -275,8 +287,10 @@ class HttpBridge:
 
     async def start(self) -> int:
         # handler_cancellation: a client that hangs up cancels its request, so the work is dropped.
-        self._runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0)
+        self._runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0,
+                                     keepalive_timeout=self._limits.header_timeout, lingering_time=LINGER_SECONDS)
         await self._runner.setup()
+        cap_connections(self._runner.server, connection_cap(self._limits.max_connections))
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl,
                            reuse_port=self._reuse_port or None)
         try:
@@ -301,6 +315,8 @@ class HttpBridge:
     @web.middleware
     async def _errors_and_auth(self, request: web.Request, handler):
         """JSON errors for /v1 (also aiohttp's own 404/405/413), auth, 503 while stopping."""
+        if why := self._limits.host_refusal(request):
+            return _error_response(BridgeError(grpc.StatusCode.PERMISSION_DENIED, why, http_status=403))
         api = request.path.startswith("/v1/")
         if not api:
             return await handler(request)
@@ -383,20 +399,30 @@ class HttpBridge:
             if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
                 why = f"must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:g}] (got {raw!r})"
                 raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"{TIMEOUT_HEADER}: {why}", [(TIMEOUT_HEADER, why)])
-        return _BridgeContext(metadata, timeout)
+        context = _BridgeContext(metadata, timeout)
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        context.peer_name = f"http:{peer[0]}:{peer[1]}" if peer else "http"
+        return context
 
     async def _body(self, request: web.Request, message_type: type[Message]) -> Message:
         if request.content_type != "application/json":
             why = f"must be application/json (got {request.headers.get('Content-Type', 'none')!r})"
             raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"Content-Type: {why}", [("Content-Type", why)],
                               http_status=415)
-        return parse_message(await request.read(), message_type)
+        if (body := await read_body(request, self._limits.body_timeout)) is None:
+            why = f"did not arrive within {self._limits.body_timeout:g} s (--http-body-timeout)"
+            raise BridgeError(grpc.StatusCode.DEADLINE_EXCEEDED, f"body: {why}", [("body", why)], http_status=408)
+        return parse_message(body, message_type)
 
     @staticmethod
     async def _next(stream: AsyncIterator[Message], context: _BridgeContext) -> Message | None:
         """The next message, or None at the end; a passed deadline is DEADLINE_EXCEEDED."""
-        try:
-            return await asyncio.wait_for(stream.__anext__(), context.time_remaining())
+        remaining = context.time_remaining()
+        try:  # asyncio.timeout, not wait_for: the stream runs in this task, where a stall cut finds it
+            if remaining is not None and remaining <= 0:
+                raise asyncio.TimeoutError
+            async with asyncio.timeout(remaining):
+                return await stream.__anext__()
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
@@ -477,5 +503,5 @@ class HttpBridge:
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(self._playground / "index.html", headers={
             # The playground loads only its own files; images come from blob: URLs it makes.
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; style-src 'self'",
+            "Content-Security-Policy": PAGE_CSP,
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})

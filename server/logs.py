@@ -3,6 +3,8 @@ model / provider / device fields that handlers pass via `extra=`."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import logging
 import sys
@@ -51,3 +53,25 @@ def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     sys.excepthook = lambda kind, value, tb: root.critical("uncaught exception", exc_info=(kind, value, tb))
     threading.excepthook = lambda a: root.error("uncaught exception in thread %s", getattr(a.thread, "name", "?"),
                                                 exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
+
+
+ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop, every_s: float = 10.0) -> None:
+    """When file descriptors run out, asyncio logs a traceback for each failed accept()
+    (thousands a second); log one line per `every_s` instead. Other errors are unchanged."""
+    last = [-every_s]
+    log = logging.getLogger("moe_avatar.server")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in ACCEPT_ERRNOS and "accept" in context.get("message", ""):
+            if time.monotonic() - last[0] >= every_s:
+                last[0] = time.monotonic()
+                log.error("cannot accept connections: %s; new connections wait (raise the open-file limit, "
+                          "or lower --http-max-connections)", error.strerror, extra={"errno": error.errno})
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

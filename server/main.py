@@ -30,7 +30,8 @@ from moe_avatar.server.guard import RequestGuard
 from moe_avatar.server.health import HealthServicer
 from moe_avatar.server.bridge_web import CorsPolicy, parse_origins
 from moe_avatar.server.http_bridge import HttpBridge
-from moe_avatar.server.logs import setup_logging
+from moe_avatar.server.http_limits import HttpLimits, parse_hosts
+from moe_avatar.server.logs import quiet_accept_errors, setup_logging
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.pipeline import ModelPipeline
 from moe_avatar.server.runtime import DeviceError, device_description, resolve_device
@@ -65,6 +66,7 @@ class AvatarServer:
     async def start(self) -> int:
         """Load models, bind the port, start serving; returns the bound port."""
         cfg = self.config
+        quiet_accept_errors(asyncio.get_running_loop())
         token_auth = auth.token_auth(cfg)  # unusable token / certificate files fail before models load
         credentials = tls.server_credentials(cfg)
         bundles = find_bundles(cfg.models)
@@ -117,7 +119,9 @@ class AvatarServer:
                                    is_serving=lambda: self._stopping is None, authorize=auth.authorizer(cfg),
                                    ssl_context=tls.ssl_context(cfg), max_body_bytes=cfg.max_message_bytes,
                                    reuse_port=self.reuse_port,
-                                   cors=CorsPolicy(parse_origins(cfg.http_cors_origins)))
+                                   cors=CorsPolicy(parse_origins(cfg.http_cors_origins)),
+                                   limits=HttpLimits(cfg.http_header_timeout, cfg.http_body_timeout,
+                                                     cfg.http_max_connections, parse_hosts(cfg.http_allowed_hosts)))
             self.http_port = await self.http.start()
             log.info("HTTP bridge and playground on port %d", self.http_port, extra={"http_port": self.http_port})
         if cfg.metrics_port:

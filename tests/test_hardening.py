@@ -5,9 +5,12 @@ headers. Heavy measurements are `slow`; their figures are in tests/RELIABILITY.m
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import pathlib
+import resource
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ import pytest
 from moe_avatar.server.bundle import BundleError, sha256_file
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import REPO_ROOT, running_server
+from server_util import REPO_ROOT, free_port, running_server
 
 # --- bundles: checked against their graphs, warmed up, refused in one line ----------------
 
@@ -194,3 +197,150 @@ def test_stalled_stream_is_cut_with_a_clear_status(model_repo):
 def _metric(server, name: str, **labels) -> float:
     value = server.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+# --- the HTTP bridge: slow connections, a connection cap, nesting, Host, page headers ------
+
+def _bridge(model_repo, **overrides):
+    settings = dict(http_port=free_port(), http_header_timeout=1.0, http_body_timeout=1.0)
+    return running_server(model_repo, **{**settings, **overrides})
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> tuple[bool, bytes]:
+    """Send `trickle` every 0.25 s (a slowloris) until the server closes; (closed?, what it said)."""
+    sock.settimeout(0.25)
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if trickle:
+                sock.sendall(trickle)
+            data = sock.recv(65536)
+            if not data:
+                return True, received
+            received += data
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return True, received
+    return False, received
+
+
+@pytest.mark.parametrize("opening, trickle", [
+    (b"", b""),  # connects and says nothing: idle keep-alive
+    (b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n", b"X-Slow: 1\r\n"),  # a header line at a time
+])
+def test_slow_or_silent_connections_are_closed_within_the_header_timeout(model_repo, opening, trickle):
+    with _bridge(model_repo) as s, socket.create_connection(("127.0.0.1", s.server.http_port)) as sock:
+        sock.sendall(opening)
+        closed, _ = _closed_within(sock, 8.0, trickle)  # held forever before; the timeout is 1 s
+        assert closed
+
+
+def test_slow_body_is_408_and_the_connection_closed(model_repo):
+    with _bridge(model_repo) as s, socket.create_connection(("127.0.0.1", s.server.http_port)) as sock:
+        sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 200\r\n\r\n{")
+        closed, answer = _closed_within(sock, 8.0, b" ")
+        assert closed and answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"--http-body-timeout" in answer
+
+
+def test_connection_cap_closes_extra_connections_and_grpc_keeps_serving(model_repo):
+    with _bridge(model_repo, http_max_connections=4, http_header_timeout=30.0) as s:
+        socks = [socket.create_connection(("127.0.0.1", s.server.http_port)) for _ in range(12)]
+        try:
+            closed = sum(_closed_within(sock, 0.5)[0] for sock in socks)
+            assert closed == 12 - 4
+            with grpc.insecure_channel(s.target) as channel:
+                kinds = [m.WhichOneof("event") for m in pb_grpc.AvatarServiceStub(channel).Generate(
+                    pb.GenerateRequest(prompt="cat ears", seed=1), timeout=30)]
+                assert kinds[-1] == "done"
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def _http(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=body or None,
+                           headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("body", [b"[" * 60_000, b'{"prompt": "a", "output": ' + b"[" * 40 + b"]" * 40 + b"}"])
+def test_deeply_nested_json_is_400(model_repo, body):
+    with _bridge(model_repo) as s:
+        status, _, answer = _http(s.server.http_port, "POST", "/v1/generate", body)
+        assert status == 400, answer[:300]
+        assert "nested deeper than 32 levels" in json.loads(answer)["message"]
+
+
+def test_host_allow_list(model_repo):
+    with _bridge(model_repo, http_allowed_hosts="game.example, localhost") as s:
+        port = s.server.http_port
+        status, _, answer = _http(port, "GET", "/v1/models", headers={"Host": "evil.example"})
+        assert status == 403 and "--http-allowed-hosts" in json.loads(answer)["message"]
+        assert _http(port, "GET", "/", headers={"Host": "attacker.test:80"})[0] == 403
+        assert _http(port, "GET", "/v1/models", headers={"Host": f"game.example:{port}"})[0] == 200
+        assert _http(port, "GET", "/v1/models", headers={"Host": "LOCALHOST"})[0] == 200
+        assert _http(port, "GET", "/healthz", headers={"Host": "10.0.0.7"})[0] == 200  # probes by IP
+
+
+def test_every_page_has_the_csp_and_no_response_a_version_banner(model_repo):
+    with _bridge(model_repo) as s:
+        port = s.server.http_port
+        for path in ("/", "/playground/index.html", "/playground/app.js"):
+            status, headers, _ = _http(port, "GET", path)
+            assert status == 200 and "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+        for path in ("/", "/v1/models", "/healthz", "/nothing-here", "/v1/nothing"):
+            _, headers, _ = _http(port, "GET", path)
+            assert "aiohttp" not in headers.get("Server", "") and "Python" not in headers.get("Server", ""), path
+
+
+def test_metrics_follow_host_and_need_the_token_when_set(model_repo, tmp_path):
+    (tmp_path / "metrics-token").write_text("s3cret-metrics\n")
+    port = free_port()
+    with running_server(model_repo, metrics_port=port, metrics_token_file=str(tmp_path / "metrics-token")) as s:
+        assert {a[0] for a in s.server._metrics_http.addresses} == {"127.0.0.1"}  # --host 127.0.0.1
+        status, headers, _ = _http(port, "GET", "/metrics")
+        assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+        status, headers, body = _http(port, "GET", "/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+        assert status == 200 and b"moe_avatar_held_texture_bytes" in body and "aiohttp" not in headers["Server"]
+
+
+def test_out_of_file_descriptors_logs_rarely_and_grpc_keeps_serving(model_repo):
+    """300 idle HTTP connections against an open-file limit of 256: the bridge keeps at most
+    half, so gRPC still accepts; accept() failures, if any, give one line per 10 s."""
+    http_port = free_port()
+    cmd = [sys.executable, "-m", "moe_avatar.server.main", "--models", str(model_repo), "--host", "127.0.0.1",
+           "--port", "0", "--device", "cpu", "--http-port", str(http_port), "--http-header-timeout", "60"]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # noqa: E731
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+    socks = []
+    try:
+        line = ""
+        while "serving on port" not in line:
+            line = process.stderr.readline()
+            assert line or process.poll() is None, "server exited"
+        grpc_port = json.loads(line)["port"]
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                socks.append(socket.create_connection(("127.0.0.1", http_port), timeout=5))
+        time.sleep(1)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # a new connection
+            kinds = [m.WhichOneof("event") for m in pb_grpc.AvatarServiceStub(channel).Generate(
+                pb.GenerateRequest(prompt="cat ears", seed=1), timeout=30)]
+            assert kinds[-1] == "done"
+    finally:
+        for sock in socks:
+            sock.close()
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    lines = err.splitlines()
+    assert all(json.loads(line) for line in lines)
+    assert sum("connection cap" in line or "cannot accept" in line for line in lines) <= 2
