@@ -20,7 +20,7 @@ from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, 
 from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
 from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, TOKENIZER_FILE, BundleError, clean_prompt,
                                       load_bundle, noise_from_seeds, sha256_file)
-from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint
+from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, model_schema
 
 # Parity tolerances: max abs error of ONNX Runtime vs PyTorch fp32.
 # fp16 stores weights as float16 (compute stays float32), so only weight rounding differs.
@@ -103,6 +103,8 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         raise ExportError(f"parity check failed for {out} ({precision}); see the table above")
 
     attributes = options.attributes
+    if attributes is None and "attributes" in gan_cfg["model"]:  # the schema G's prior was built from
+        attributes = model_schema(gan_cfg["model"]).vocabulary()
     if attributes is None:
         attributes = (clip_cfg.get("data") or {}).get("attributes") or {}
     manifest = {

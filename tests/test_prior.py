@@ -322,6 +322,9 @@ def test_both_stages_train_the_prior_and_the_exported_graph_matches(tiny_run: tu
     psi = torch.tensor([1.0, 1.0, 0.7, 0.7, 0.0, 0.5])
     export_bundle(clip, gan / "checkpoint.pt", tmp_path / "bundle", ExportOptions(name="prior", version="0.0.1"),
                            log=lambda *_: None)  # checks its own parity too
+    from moe_avatar.training.latent import PROCEDURAL
+
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["attributes"] == PROCEDURAL.vocabulary()
     sess = ort.InferenceSession(str(tmp_path / "bundle" / "generator.onnx"), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"z": z.numpy(), "text_embedding": text.numpy(), "psi": psi.numpy()})[0]
     with torch.no_grad():
@@ -378,3 +381,27 @@ def test_open_frequencies_make_the_priors_open_draw_match_the_data() -> None:
         errors[name] = worst
     assert errors["fitted"] < 2e-3, errors
     assert errors["sampling"] > 0.05, errors
+
+
+def test_the_schema_travels_with_the_checkpoint_and_builds_g(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """G's shape comes from the attribute schema its config records, not from the vocabulary
+    in training/attributes.py today: a checkpoint trained on a smaller schema rebuilds alone,
+    and the exporter writes that schema's vocabulary into the manifest."""
+    from moe_avatar.training.latent import PROCEDURAL, AttributeSchema
+
+    data, clip = tiny_run
+    small = AttributeSchema({**PROCEDURAL.families, "hair_color": ["pink", "blue"]}, PROCEDURAL.head_sets,
+                            PROCEDURAL.head_set_p)
+    assert small.blocks[0] == 2 and small.hiders() == []  # the renderer's hiding rules are for its own vocabulary
+    cfg = load_config("gan-test-rec", "gan")
+    cfg["model"]["attributes"] = small.to_json()
+    (tmp_path / "small.json").write_text(json.dumps(cfg))
+    g = build_generator(cfg["model"], 32)
+    assert g.prior.blocks == small.blocks and g.prior.marginal.shape == (sum(small.blocks),)
+
+    assert train_gan.run(_args(["--data", str(data), "--clip", str(clip), "--config", "gan-test-rec", "--steps", "1",
+                                "--out", str(tmp_path / "run"), "--quiet"])) == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["attributes"]
+    assert AttributeSchema.from_json(recorded) == PROCEDURAL
+    g2, _, _ = load_gan_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert g2.prior.blocks == PROCEDURAL.blocks

@@ -285,12 +285,12 @@ def test_a_config_with_unknown_or_bad_keys_is_refused_with_every_name(tiny_data:
 
 def test_every_shipped_config_parses() -> None:
     from moe_avatar.training.models import CONFIG_DIR
-    from moe_avatar.training.train_config import ClipTrainConfig, GanTrainConfig, parse_section
+    from moe_avatar.training.train_config import TRAIN_CONFIGS, parse_section
 
     for path in sorted(CONFIG_DIR.glob("*.json")):
         cfg = load_config(path)
-        cls = GanTrainConfig if cfg["kind"] == "gan" else ClipTrainConfig
-        tc = parse_section(cls, cfg["train"], path.name)
+        assert cfg["kind"] in TRAIN_CONFIGS, f"{path.name}: no train config class for kind {cfg['kind']!r} in TRAIN_CONFIGS"
+        tc = parse_section(TRAIN_CONFIGS[cfg["kind"]], cfg["train"], path.name)
         if cfg["kind"] == "gan":
             tc.check_model(bool(cfg["model"].get("prior", False)))
 

@@ -14,29 +14,99 @@ the data's captions), and truncation (psi < 1) pulls z toward the middle.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED,
                                             NEUTRAL_ATTRIBUTES, visible_families)
 
-SINGLE_FAMILIES: list[str] = [f for f in ATTRIBUTES if f != MULTI_VALUED]
-# Every head-accessory set the sampler can draw, and its probability.
-HEAD_SETS: list[tuple[str, ...]] = [()] + [(h,) for h in HEAD_ITEMS] + [tuple(p) for p in HEAD_PAIRS]
-HEAD_SET_P = torch.tensor([HEAD_COUNT_P[0]] + [HEAD_COUNT_P[1] / len(HEAD_ITEMS)] * len(HEAD_ITEMS)
-                          + [HEAD_COUNT_P[2] / len(HEAD_PAIRS)] * len(HEAD_PAIRS))
-_EPS = 1e-6
+@dataclass(frozen=True)
+class AttributeSchema:
+    """What G's attribute prior picks: every single-valued family's values, then one block for
+    the head-accessory set (every set the data can hold, with its frequency).
 
-# Values per block: the single-valued families, then the head sets.
-CODE_BLOCKS: list[int] = [len(ATTRIBUTES[f]) for f in SINGLE_FAMILIES] + [len(HEAD_SETS)]
+    A GAN's model config records its schema (`model.attributes`, written at the start of
+    training and kept in the checkpoint), and G's shape is built from it, so editing the
+    vocabulary in training/attributes.py changes new models only: an old checkpoint rebuilds
+    the network it was trained as. The exporter writes the same vocabulary into the manifest."""
+
+    families: dict[str, list[str]]  # single-valued family -> its values
+    head_sets: list[tuple[str, ...]]  # every head-accessory set, () = none
+    head_set_p: list[float]  # their frequencies in the data
+
+    @classmethod
+    def procedural(cls) -> "AttributeSchema":
+        """The procedural renderer's vocabulary (training.attributes) and head-set frequencies."""
+        sets = [()] + [(h,) for h in HEAD_ITEMS] + [tuple(p) for p in HEAD_PAIRS]
+        p = [HEAD_COUNT_P[0]] + [HEAD_COUNT_P[1] / len(HEAD_ITEMS)] * len(HEAD_ITEMS) \
+            + [HEAD_COUNT_P[2] / len(HEAD_PAIRS)] * len(HEAD_PAIRS)
+        return cls({f: list(v) for f, v in ATTRIBUTES.items() if f != MULTI_VALUED}, sets, p)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "AttributeSchema":
+        return cls({str(f): [str(v) for v in vs] for f, vs in d["families"].items()},
+                   [tuple(s) for s in d["head_sets"]], [float(x) for x in d["head_set_p"]])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"families": self.families, "head_sets": [list(s) for s in self.head_sets], "head_set_p": self.head_set_p}
+
+    @property
+    def blocks(self) -> list[int]:
+        """Values per block: the single-valued families, then the head sets."""
+        return [len(v) for v in self.families.values()] + [len(self.head_sets)]
+
+    def log_marginal(self) -> torch.Tensor:
+        """log p(value) per value, block by block: single-valued families uniform, head sets as given."""
+        return torch.cat([torch.full((len(v),), -math.log(len(v))) for v in self.families.values()]
+                         + [torch.log(torch.tensor(self.head_set_p))])
+
+    def vocabulary(self) -> dict[str, list[str]]:
+        """Family -> values as the manifest lists them (head accessories: every item, then "none")."""
+        items = sorted({h for s in self.head_sets for h in s}, key=lambda h: HEAD_ITEMS.index(h) if h in HEAD_ITEMS else 99)
+        return {**self.families, MULTI_VALUED: items + ["none"]}
+
+    def hiders(self) -> list[tuple[int, int, torch.Tensor]]:
+        """(value's index in the code, block it can hide, which values it hides as a mask over
+        all values), read off training.attributes.visible_families: sunglasses and closed-eye
+        happy hide both eye families, a mask hides the mouth-only expressions. Only the
+        procedural renderer knows such rules; another vocabulary has none."""
+        if self.families != PROCEDURAL_FAMILIES:
+            return []
+        starts = [sum(self.blocks[:b]) for b in range(len(self.blocks))]
+        dims, out = sum(self.blocks), []
+        for fam, start in zip(self.families, starts):
+            for i, value in enumerate(self.families[fam]):
+                for b, (other, other_start) in enumerate(zip(self.families, starts)):
+                    mask = torch.tensor([float(other in visible_families({**NEUTRAL_ATTRIBUTES, other: m})
+                                               and other not in visible_families({**NEUTRAL_ATTRIBUTES, other: m, fam: value}))
+                                         for m in self.families[other]])
+                    if other != fam and mask.any():
+                        out.append((start + i, b, torch.nn.functional.pad(mask, (other_start, dims - other_start - len(mask)))))
+        return out
+
+
+PROCEDURAL_FAMILIES: dict[str, list[str]] = {f: list(v) for f, v in ATTRIBUTES.items() if f != MULTI_VALUED}
+PROCEDURAL = AttributeSchema.procedural()
+
+# The procedural schema's layout, which the training code reads (dataset targets, the prior's
+# loss and its fitted open draw).
+SINGLE_FAMILIES: list[str] = list(PROCEDURAL.families)
+HEAD_SETS: list[tuple[str, ...]] = PROCEDURAL.head_sets
+HEAD_SET_P = torch.tensor(PROCEDURAL.head_set_p)
+_EPS = 1e-6
+CODE_BLOCKS: list[int] = PROCEDURAL.blocks
 CODE_DIMS = sum(CODE_BLOCKS)
 CODE_FAMILIES: list[str] = SINGLE_FAMILIES + [MULTI_VALUED]  # the family each block picks (the last: the head set)
 _CODE_STARTS: list[int] = [sum(CODE_BLOCKS[:b]) for b in range(len(CODE_BLOCKS))]  # each block's first value
-# log of the data's frequency of every value, block by block (training.attributes.sample_attributes:
-# single-valued families uniform, head sets HEAD_SET_P): what the prior says where the caption is silent,
-# until a stage fits it to the data's captions (train option prior_open_from_data, open_log_frequencies below).
-CODE_LOG_MARGINAL: torch.Tensor = torch.cat([torch.full((k,), -math.log(k)) for k in CODE_BLOCKS[:-1]]
-                                            + [torch.log(HEAD_SET_P)])
+# What the prior says where the caption is silent, until a stage fits it to the data's captions
+# (train option prior_open_from_data, open_log_frequencies below).
+CODE_LOG_MARGINAL: torch.Tensor = PROCEDURAL.log_marginal()
+# Captions state only what the render shows, so where a caption states a family, the values of
+# other families that would hide it do not occur: the prior's share for an unstated family
+# leaves them out in proportion (training.models.AttributePrior).
+CODE_HIDERS: list[tuple[int, int, torch.Tensor]] = PROCEDURAL.hiders()
 
 
 def head_set_index(attrs: list[dict]) -> torch.Tensor:
@@ -68,31 +138,6 @@ def code_to_attributes(code: torch.Tensor) -> list[dict]:
     idx = torch.stack([part.argmax(1) for part in torch.split(code, CODE_BLOCKS, dim=1)], dim=1).tolist()
     return [{**{f: ATTRIBUTES[f][row[b]] for b, f in enumerate(SINGLE_FAMILIES)}, MULTI_VALUED: list(HEAD_SETS[row[-1]])}
             for row in idx]
-
-
-def _hiders() -> list[tuple[int, int, torch.Tensor]]:
-    """(value's index in the code, block it can hide, which values it hides as a mask over all
-    CODE_DIMS values),
-    read off training.attributes.visible_families: sunglasses and closed-eye happy hide both
-    eye families, a mask hides the mouth-only expressions."""
-    out = []
-    for fam, start in zip(SINGLE_FAMILIES, _CODE_STARTS):
-        for i, value in enumerate(ATTRIBUTES[fam]):
-            for b, (other, other_start) in enumerate(zip(SINGLE_FAMILIES, _CODE_STARTS)):
-                if other == fam:
-                    continue
-                mask = torch.tensor([float(other in visible_families({**NEUTRAL_ATTRIBUTES, other: m})
-                                           and other not in visible_families({**NEUTRAL_ATTRIBUTES, other: m, fam: value}))
-                                     for m in ATTRIBUTES[other]])
-                if mask.any():
-                    out.append((start + i, b, torch.nn.functional.pad(mask, (other_start, CODE_DIMS - other_start - len(mask)))))
-    return out
-
-
-# Captions state only what the render shows, so where a caption states a family, the values of
-# other families that would hide it do not occur: the prior's share for an unstated family
-# leaves them out in proportion (training.models.AttributePrior).
-CODE_HIDERS: list[tuple[int, int, torch.Tensor]] = _hiders()
 
 
 def open_log_frequencies(stated: torch.Tensor, values: torch.Tensor, rounds: int = 50) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from moe_avatar.training.labels import AttributeHeads
-from moe_avatar.training.latent import CODE_BLOCKS, CODE_HIDERS, CODE_LOG_MARGINAL, normal_to_gumbel
+from moe_avatar.training.latent import PROCEDURAL, AttributeSchema, normal_to_gumbel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -155,7 +155,7 @@ def _channel_plan(base: int, resolution: int, ch_mult: list[int]) -> list[int]:
 
 
 class AttributePrior(nn.Module):
-    """T -> log p(value | caption) for each block of values (training.latent.CODE_BLOCKS), and
+    """T -> log p(value | caption) for each block of values (training.latent.AttributeSchema.blocks), and
     the pick: Gumbel-max of those log-probabilities with z's first dims as the noise.
 
     Why: with a plain [z, T] condition, G has to learn on its own to take a family from T
@@ -168,7 +168,7 @@ class AttributePrior(nn.Module):
     Per block it says two things: whether the caption states the family (a gate s) and, if
     so, which value (v); p = s * v + (1 - s) * the data's frequencies, where the frequencies
     leave out, in proportion to how sure the prior is that the caption states a family, the
-    values that would hide it (`hiders`, training.latent.CODE_HIDERS: a caption that names
+    values that would hide it (`hiders`, training.latent.AttributeSchema.hiders: a caption that names
     the eye colour never comes with sunglasses in the data). "The data's frequencies" start as
     the renders' sampling frequencies (`log_marginal`); a training stage can fit them to how
     often each value occurs where captions leave its family open (train option
@@ -254,16 +254,16 @@ class Generator(nn.Module):
 
     def __init__(self, resolution: int, z_dim: int, embed_dim: int, ngf: int, ch_mult: list[int],
                  channels: int = 4, cond_hidden: int = 128, prior: bool = False, prior_temperature: float = 1.0,
-                 prior_hidden: int = 512):
+                 prior_hidden: int = 512, schema: AttributeSchema = PROCEDURAL):
         super().__init__()
         self.resolution, self.z_dim, self.embed_dim = resolution, z_dim, embed_dim
         self.prior = None
         if prior_temperature != 1.0 and not prior:
             raise ValueError("model option prior_temperature is for a generator with an attribute prior (model option prior)")
         if prior:
-            if z_dim < sum(CODE_BLOCKS):
-                raise ValueError(f"z_dim {z_dim} is smaller than the {sum(CODE_BLOCKS)} dims the attribute prior picks with")
-            self.prior = AttributePrior(embed_dim, CODE_BLOCKS, CODE_LOG_MARGINAL, CODE_HIDERS,
+            if z_dim < sum(schema.blocks):
+                raise ValueError(f"z_dim {z_dim} is smaller than the {sum(schema.blocks)} dims the attribute prior picks with")
+            self.prior = AttributePrior(embed_dim, schema.blocks, schema.log_marginal(), schema.hiders(),
                                         hidden=prior_hidden, temperature=prior_temperature)
         chans = _channel_plan(ngf, resolution, ch_mult)
         cond_dim = z_dim + embed_dim
@@ -361,7 +361,13 @@ def build_generator(model_cfg: dict[str, Any], embed_dim: int) -> Generator:
     m = model_cfg
     return Generator(m["resolution"], m["z_dim"], embed_dim, m["ngf"], m["ch_mult"], m.get("channels", 4),
                      m.get("cond_hidden", 128), bool(m.get("prior", False)), float(m.get("prior_temperature", 1.0)),
-                     int(m.get("prior_hidden", 512)))
+                     int(m.get("prior_hidden", 512)), model_schema(m))
+
+
+def model_schema(model_cfg: dict[str, Any]) -> AttributeSchema:
+    """The attribute schema a GAN model config records (`attributes`); configs and checkpoints
+    from before it was recorded were trained on the procedural one."""
+    return AttributeSchema.from_json(model_cfg["attributes"]) if "attributes" in model_cfg else PROCEDURAL
 
 
 def build_discriminator(model_cfg: dict[str, Any], embed_dim: int) -> Discriminator:

@@ -155,3 +155,36 @@ class GanTrainConfig:
                 problems.append(f"{key} needs model option prior")
         if problems:
             raise ConfigError("train: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class UpscalerTrainConfig:
+    """The texture upscaler (train_upscaler.py): L1 on render pairs, inputs degraded like G's drawings."""
+
+    batch_size: int
+    lr: float
+    steps: int
+    sample_every: int
+    checkpoint_every: int
+    pairs: int  # dataset rows rendered at both sizes and kept in memory
+    crop: int  # side of the low-resolution training crop, in pixels
+    precision: str = "fp32"
+    seed: int = 0
+    log_every: int = 20
+    blur: float = 0.0  # Gaussian blur sigma of the input, drawn in [0, blur] per image (input pixels)
+    noise: float = 0.0  # Gaussian noise std on the input's colour, drawn in [0, noise] per image ([-1, 1] units)
+    colour_shift: float = 0.0  # per-channel gain and offset of the input, drawn in [-x, x]
+    alpha_holes: int = 0  # up to this many input pixels per image get a random alpha (G's stray holes)
+    held_out: int = 16  # rows after the training pairs whose PSNR is logged at every sample step
+
+    def __post_init__(self) -> None:
+        problems = _run_problems(self)
+        if self.lr <= 0 or self.pairs < 1 or self.crop < 4 or self.held_out < 1:
+            problems.append("lr must be > 0, pairs and held_out >= 1, crop >= 4")
+        problems += [f"{k} must be >= 0" for k in ("blur", "noise", "colour_shift", "alpha_holes") if getattr(self, k) < 0]
+        if problems:
+            raise ConfigError("train: " + "; ".join(problems))
+
+
+# Each config kind's train section (training/configs/*.json "kind"); a test parses every shipped config with it.
+TRAIN_CONFIGS: dict[str, type] = {"clip": ClipTrainConfig, "gan": GanTrainConfig, "upscaler": UpscalerTrainConfig}

@@ -29,7 +29,7 @@ from PIL import Image
 
 from moe_avatar.server.bundle import noise_from_seeds
 from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
-from moe_avatar.training.latent import attribute_indices, caption_pairs, code_table, open_log_frequencies
+from moe_avatar.training.latent import PROCEDURAL, attribute_indices, caption_pairs, code_table, open_log_frequencies
 from moe_avatar.training.losses import (drawn_targets, hinge_d_loss, ma_gradient_penalty, mode_seeking, prior_loss,
                                         reconstruction_error, shifted)
 from moe_avatar.training.models import (build_discriminator, build_generator, clip_from_checkpoint, count_params,
@@ -70,6 +70,8 @@ def read_config(args: argparse.Namespace) -> tuple[dict[str, Any], GanTrainConfi
     tc = parse_section(GanTrainConfig, {**cfg["train"], **cli_overrides(args)}, f"config {cfg['name']}: train")
     tc.check_model(bool(cfg["model"].get("prior", False)))
     cfg["train"] = asdict(tc)  # resolved: config.json and the checkpoint record every option
+    if cfg["model"].get("prior"):  # G's shape follows its schema, recorded so the checkpoint rebuilds it
+        cfg["model"].setdefault("attributes", PROCEDURAL.to_json())
     return cfg, tc
 
 
