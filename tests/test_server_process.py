@@ -150,3 +150,25 @@ def test_bad_config_is_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "moe_avatar.server.main", "--models", str(tmp_path), "--max-batch", "0"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--max-batch" in out.stderr
+
+
+def test_device_auto_probe_is_quiet_and_says_which_provider_and_why(model_repo):
+    """On a machine without CUDA, ONNX Runtime's own 'Failed to load library' error and its
+    warnings must not reach stderr: one JSON line says which provider serves and why."""
+    process = subprocess.Popen([sys.executable, "-m", "moe_avatar.server.main", "--models", str(model_repo),
+                                "--host", "127.0.0.1", "--port", "0", "--device", "auto", "--log-format", "json"],
+                               cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if "serving on port" in line:
+                break
+    finally:
+        process.terminate()
+        lines += process.communicate(timeout=30)[1].splitlines(keepends=True)
+    entries = [json.loads(line) for line in lines]  # fails on ORT's coloured plain-text lines
+    assert not any("Failed to load library" in line for line in lines)
+    chosen = [e["message"] for e in entries if e["logger"] == "moe_avatar.runtime"]
+    assert len(chosen) == 1 and "serving on" in chosen[0], chosen
+    assert "CPUExecutionProvider because" in chosen[0] or "CUDAExecutionProvider" in chosen[0]
