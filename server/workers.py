@@ -8,7 +8,7 @@ example does:
 * the parent reserves the port with a socket that has SO_REUSEPORT set (it never listens,
   so the kernel never hands it a connection; it only keeps the port ours, and tells us the
   port when --port is 0);
-* each worker is a fresh interpreter (`python -m moe_avatar.server.workers`, never a fork of a process
+* each worker is a fresh interpreter (`python -m moe_avatar.server.worker_process`, never a fork of a process
   that has created gRPC objects) running one ordinary `AvatarServer` bound to the same
   port with `grpc.so_reuseport=1`; the kernel spreads *connections* (not calls) across
   the workers. A client that keeps one channel stays on one worker.
@@ -26,10 +26,8 @@ on its own, which is logged.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -40,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from moe_avatar.server.config import ConfigError, ServerConfig, load_config
+from moe_avatar.server.config import ConfigError, ServerConfig
 
 log = logging.getLogger("moe_avatar.workers")
 
@@ -150,7 +148,7 @@ class Supervisor:
 
     def start(self) -> None:
         for spec in self.specs:
-            cmd = [sys.executable, "-m", "moe_avatar.server.workers", "--worker-index", str(spec.index), "--",
+            cmd = [sys.executable, "-m", "moe_avatar.server.worker_process", "--worker-index", str(spec.index), "--",
                    *config_argv(spec.config)]
             env = {**os.environ, **spec.env}
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
@@ -224,49 +222,3 @@ def supervise(config: ServerConfig) -> int:
         return 1
     log.info("all workers stopped", extra={"exit_code": code})
     return code
-
-
-class _WorkerFields(logging.Filter):
-    """Adds `worker` and `pid` to every log record of a worker process."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index, self.pid = index, os.getpid()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker, record.pid = self.index, self.pid
-        return True
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    """Entry of one worker: `python -m moe_avatar.server.workers --worker-index I -- <server flags>`."""
-    import asyncio
-
-    from moe_avatar.server.bundle import BundleError
-    from moe_avatar.server.logs import setup_logging
-    from moe_avatar.server.main import serve
-    from moe_avatar.server.runtime import DeviceError
-
-    parser = argparse.ArgumentParser(prog="moe-avatar-server worker")
-    parser.add_argument("--worker-index", type=int, required=True)
-    parser.add_argument("server_flags", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    flags = args.server_flags[1:] if args.server_flags[:1] == ["--"] else args.server_flags
-    try:
-        config = load_config(flags)
-    except ConfigError as e:
-        print(f"moe-avatar-server worker {args.worker_index}: {e}", file=sys.stderr)
-        return 2
-    setup_logging(config.log_format, config.log_level)
-    for handler in logging.getLogger("moe_avatar").handlers:
-        handler.addFilter(_WorkerFields(args.worker_index))
-    try:
-        asyncio.run(serve(config, reuse_port=True))
-    except (BundleError, DeviceError, OSError, ValueError) as e:
-        log.error("worker cannot start: %s", e)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main())

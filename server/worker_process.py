@@ -1,0 +1,60 @@
+"""One worker process of `moe-avatar-server --workers N` (server/workers.py starts them).
+
+Its own module so that the supervisor (workers.py) and the server (main.py) import each
+other in one direction only: main -> workers to supervise, worker_process -> main to serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from moe_avatar.server.bundle import BundleError
+from moe_avatar.server.config import ConfigError, load_config
+from moe_avatar.server.logs import setup_logging
+from moe_avatar.server.main import serve
+from moe_avatar.server.runtime import DeviceError
+
+log = logging.getLogger("moe_avatar.workers")
+
+
+class _WorkerFields(logging.Filter):
+    """Adds `worker` and `pid` to every log record of a worker process."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index, self.pid = index, os.getpid()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker, record.pid = self.index, self.pid
+        return True
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """Entry of one worker: `python -m moe_avatar.server.worker_process --worker-index I -- <server flags>`."""
+    parser = argparse.ArgumentParser(prog="moe-avatar-server worker")
+    parser.add_argument("--worker-index", type=int, required=True)
+    parser.add_argument("server_flags", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    flags = args.server_flags[1:] if args.server_flags[:1] == ["--"] else args.server_flags
+    try:
+        config = load_config(flags)
+    except ConfigError as e:
+        print(f"moe-avatar-server worker {args.worker_index}: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_format, config.log_level)
+    for handler in logging.getLogger("moe_avatar").handlers:
+        handler.addFilter(_WorkerFields(args.worker_index))
+    try:
+        asyncio.run(serve(config, reuse_port=True))
+    except (BundleError, DeviceError, OSError, ValueError) as e:
+        log.error("worker cannot start: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
