@@ -14,7 +14,7 @@ import pytest
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
 # Modules that test training and export: they need the `train` extra (torch, open_clip, onnx).
 TRAINING_TESTS = ["test_detail.py", "test_evaluate.py", "test_export.py", "test_labels.py", "test_prior.py",
-                  "test_training.py"]
+                  "test_training.py", "test_upscaler.py"]
 HAS_TRAIN_EXTRA = importlib.util.find_spec("torch") is not None
 collect_ignore = [] if HAS_TRAIN_EXTRA else TRAINING_TESTS
 

@@ -122,7 +122,9 @@ def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert train_main(["pipeline", "--preset", "test", "--out", str(out), "--workers", "1", "--quiet"]) == 0
     timings = json.loads((out / "timings.json").read_text())
-    assert list(timings) == ["synth", "clip", "gan_rec", "gan"]
+    assert list(timings) == ["synth", "clip", "gan_rec", "gan", "upscaler"]
+    up_stats = [json.loads(line) for line in (out / "upscaler" / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in up_stats] == [1, 2] and up_stats[-1]["psnr"] > 0
     # The cpu recipe's supervision is in the configs, from the first step: CLIP heads, then
     # reconstruction alone (no D), then AC-GAN with the reconstruction anchor from gan_rec's weights.
     clip_stats = [json.loads(line) for line in (out / "clip" / "stats.jsonl").read_text().splitlines()]

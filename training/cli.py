@@ -1,4 +1,4 @@
-"""`moe-avatar-train`: synth | clip | gan | pipeline | eval."""
+"""`moe-avatar-train`: synth | clip | gan | upscale | pipeline | eval."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ COMMANDS = {
     "synth": ("moe_avatar.training.synth", "render the procedural avatar dataset"),
     "clip": ("moe_avatar.training.train_clip", "pretrain CLIP on image-caption pairs"),
     "gan": ("moe_avatar.training.train_gan", "train the text-conditioned GAN on a frozen CLIP"),
+    "upscale": ("moe_avatar.training.train_upscaler", "train the 4x texture upscaler on render pairs (64 -> 256 px)"),
     "pipeline": ("moe_avatar.training.pipeline", "every stage of a recipe in one command: synth -> clip -> gan_rec -> gan (presets)"),
     "eval": ("moe_avatar.training.evaluate", "evaluate a checkpoint or an exported bundle"),
 }

@@ -383,6 +383,7 @@ def count_params(module: nn.Module) -> int:
 
 CLIP_FAMILY = "moe-avatar/clip"
 GAN_FAMILY = "moe-avatar/gan"
+UPSCALER_FAMILY = "moe-avatar/upscaler"
 
 
 class CheckpointError(ValueError):
@@ -447,3 +448,22 @@ def gan_checkpoint(g: nn.Module, d: nn.Module, g_ema: nn.Module, config: dict[st
     """The dict saved as a GAN checkpoint; `g_ema` is what sampling and export use."""
     return {"family": GAN_FAMILY, "config": config, "embed_dim": embed_dim, "g": g.state_dict(),
             "d": d.state_dict(), "g_ema": g_ema.state_dict(), **extra}
+
+
+def upscaler_checkpoint(model: nn.Module, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The dict saved as an upscaler checkpoint (training.upscaler): enough to rebuild the network alone."""
+    return {"family": UPSCALER_FAMILY, "config": config, "model": model.state_dict(), **extra}
+
+
+def load_upscaler_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Rebuild the upscaler from its checkpoint alone; returns (model in eval mode, config, checkpoint)."""
+    from moe_avatar.training.train_config import ConfigError
+    from moe_avatar.training.upscaler import build_upscaler
+
+    ckpt = _read_checkpoint(path, UPSCALER_FAMILY)
+    try:
+        model = build_upscaler(ckpt["config"]["model"])
+        model.load_state_dict(ckpt["model"])
+    except (ConfigError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the upscaler checkpoint does not rebuild: {exc}") from exc
+    return model.eval(), ckpt["config"], ckpt

@@ -1,6 +1,7 @@
 """The one-command recipe: `moe-avatar-train pipeline --preset cpu --out RUN_DIR`.
 
-synth -> clip -> generator stage(s); export clip/ and gan/. Presets are data. `cpu` is the
+synth -> clip -> generator stage(s) -> the texture upscaler (upscaler/, training.train_upscaler,
+on render pairs of the same data); export clip/, gan/ and upscaler/. Presets are data. `cpu` is the
 recipe of the bundled default model on 2 CPU cores: CLIP with attribute heads, then G (with
 its attribute prior, training.models.AttributePrior) learns by reconstruction from each
 render's true values (gan_rec) and an adversarial stage starts from it (gan). `gpu` trains the larger configs. Each generator stage is a
@@ -19,14 +20,17 @@ PRESETS: dict[str, dict] = {
     "cpu": {"synth": {"count": 30000, "size": 64, "seed": 0},
             "clip": {"config": "clip-tiny"},
             "gan": [{"name": "gan_rec", "config": "gan-64-rec"},
-                    {"name": "gan", "config": "gan-64", "init": "gan_rec"}]},
+                    {"name": "gan", "config": "gan-64", "init": "gan_rec"}],
+            "upscaler": {"config": "upscaler-64"}},
     "gpu": {"synth": {"count": 200000, "size": 128, "seed": 0},
             "clip": {"config": "clip-base"},
-            "gan": [{"name": "gan", "config": "gan-128"}]},
+            "gan": [{"name": "gan", "config": "gan-128"}],
+            "upscaler": {"config": "upscaler-64"}},
     "test": {"synth": {"count": 64, "size": 64, "seed": 0},
              "clip": {"config": "clip-test", "steps": 2},
              "gan": [{"name": "gan_rec", "config": "gan-test-rec", "steps": 2},
-                     {"name": "gan", "config": "gan-test", "steps": 2, "init": "gan_rec"}]},
+                     {"name": "gan", "config": "gan-test", "steps": 2, "init": "gan_rec"}],
+             "upscaler": {"config": "upscaler-test", "steps": 2}},
 }
 
 
@@ -39,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_avatar.training import synth, train_clip, train_gan
+    from moe_avatar.training import synth, train_clip, train_gan, train_upscaler
 
     preset = PRESETS[args.preset]
     out: Path = args.out
@@ -75,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         if g.get("init"):
             argv += ["--init", str(out / g["init"] / "checkpoint.pt")]
         stage(g["name"], train_gan, argv + (["--steps", str(g["steps"])] if g.get("steps") else []))
+    u = preset["upscaler"]
+    argv = ["--data", str(data), "--config", u["config"], "--out", str(out / "upscaler"), "--resume"] + quiet
+    stage("upscaler", train_upscaler, argv + (["--steps", str(u["steps"])] if u.get("steps") else []))
     print(f"done in {sum(timings.values()) / 60:.1f} min: {timings}")
-    print(f"export with: moe-avatar-export --clip {out}/clip/checkpoint.pt --gan {out}/gan/checkpoint.pt --out models/NAME")
+    print(f"export with: moe-avatar-export --clip {out}/clip/checkpoint.pt --gan {out}/gan/checkpoint.pt "
+          f"--upscaler {out}/upscaler/checkpoint.pt --out models/NAME")
     return 0
