@@ -270,11 +270,13 @@ def test_seed_pairs_of_independent_draws_agree_as_the_data_does_and_a_collapsed_
     judged = [[sample_attributes(rng) for _ in range(16)] for _ in stated]
     res = seed_pair_agreement(judged, stated, reference_runs=5)
     assert res["mean"] == pytest.approx(res["data"]["mean"], abs=0.01)
+    assert res["mean"] == pytest.approx(res["own_frequencies"]["mean"], abs=0.01)
     assert res["adjacent_mean"] == pytest.approx(res["other_mean"], abs=0.03)
     assert res["above_data_q99"] < 0.03
     same = sample_attributes(rng)
     collapsed = seed_pair_agreement([[same] * 16 for _ in stated], stated, reference_runs=2)
     assert collapsed["mean"] == 1.0 and collapsed["above_data_q99"] == 1.0
+    assert collapsed["own_frequencies"]["mean"] == 1.0  # its own frequencies explain it: one value each
 
 
 def test_r_precision_perfect_and_shuffled() -> None:

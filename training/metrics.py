@@ -6,7 +6,12 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from moe_avatar.training.attributes import FAMILIES, MULTI_VALUED, sample_attributes
+from moe_avatar.training.attributes import (
+    FAMILIES,
+    MULTI_VALUED,
+    sample_attributes,
+    visible_families,
+)
 
 R_CANDIDATES = 100
 
@@ -97,40 +102,52 @@ def diversity(judged: list[list[dict]], stated: list[dict]) -> dict[str, Any]:
 
 
 def _pair_agreements(judged: list[list[dict]], stated: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Open-family agreement of every seed pair of every prompt, and whether the seeds are adjacent."""
+    """Agreement of every seed pair of every prompt on the open families visible in both images
+    (a judge's reading of hidden eyes is no feature), and whether the two seeds are adjacent."""
     agree, adjacent = [], []
     for preds, st in zip(judged, stated):
         open_fams = [f for f in FAMILIES if f not in st]
-        if not open_fams:
-            continue
-        vals = [[_value(p, f) for f in open_fams] for p in preds]
+        vis = [visible_families(p) for p in preds]
         for i, j in combinations(range(len(preds)), 2):
-            agree.append(np.mean([a == b for a, b in zip(vals[i], vals[j])]))
-            adjacent.append(j == i + 1)
+            fams = [f for f in open_fams if f in vis[i] and f in vis[j]]
+            if fams:
+                agree.append(np.mean([_value(preds[i], f) == _value(preds[j], f) for f in fams]))
+                adjacent.append(j == i + 1)
     return np.array(agree), np.array(adjacent, bool)
+
+
+def _own_frequency_draws(judged: list[list[dict]], stated: list[dict], rng: np.random.Generator) -> list[list[dict]]:
+    """Independent draws at the model's own frequencies: each family of each image drawn from the
+    pool of that family's judged values wherever prompts leave it open."""
+    pools = {f: [p[f] for preds, st in zip(judged, stated) if f not in st for p in preds] or
+             [p[f] for preds in judged for p in preds] for f in FAMILIES}
+    return [[{f: pools[f][int(rng.integers(len(pools[f])))] for f in FAMILIES} for _ in preds] for preds in judged]
+
+
+def _reference(draw, runs: int) -> dict[str, float]:
+    means, maxes, every = [], [], []
+    for _ in range(runs):
+        a, _ = _pair_agreements(*draw())
+        means.append(a.mean())
+        maxes.append(a.max())
+        every.append(a)
+    return {"mean": float(np.mean(means)), "max": float(np.mean(maxes)), "q99": float(np.quantile(np.concatenate(every), 0.99))}
 
 
 def seed_pair_agreement(judged: list[list[dict]], stated: list[dict], seed: int = 0,
                         reference_runs: int = 20) -> dict[str, Any]:
     """Mean and max agreement on open families between the seeds of each prompt, against the
-    same statistic for independent draws from the data (same prompts, same number of seeds).
+    same statistic for independent draws (same prompts, same number of seeds) from the data
+    and at the model's own open-family frequencies.
 
     `judged[i][k]` is prompt i's image at its k-th seed (consecutive seeds, so pairs (k, k+1) are
-    adjacent seeds). The reference max is the mean of `reference_runs` simulated maxima: the
+    adjacent seeds). A reference max is the mean of `reference_runs` simulated maxima: the
     maximum over many pairs is large even for independent draws.
     """
     agree, adjacent = _pair_agreements(judged, stated)
     rng = np.random.default_rng(seed)
-    n_seeds = len(judged[0])
-    ref_means, ref_maxes, ref_all = [], [], []
-    for _ in range(reference_runs):
-        draws = [[sample_attributes(rng) for _ in range(n_seeds)] for _ in judged]
-        a, _ = _pair_agreements(draws, stated)
-        ref_means.append(a.mean())
-        ref_maxes.append(a.max())
-        ref_all.append(a)
-    q99 = float(np.quantile(np.concatenate(ref_all), 0.99))
+    data = _reference(lambda: ([[sample_attributes(rng) for _ in preds] for preds in judged], stated), reference_runs)
+    own = _reference(lambda: (_own_frequency_draws(judged, stated, rng), stated), reference_runs)
     return {"pairs": len(agree), "mean": float(agree.mean()), "max": float(agree.max()),
             "adjacent_mean": float(agree[adjacent].mean()), "other_mean": float(agree[~adjacent].mean()),
-            "above_data_q99": float((agree > q99).mean()),
-            "data": {"mean": float(np.mean(ref_means)), "max": float(np.mean(ref_maxes)), "q99": q99}}
+            "above_data_q99": float((agree > data["q99"]).mean()), "data": data, "own_frequencies": own}

@@ -118,7 +118,8 @@ def format_table(r: dict[str, Any]) -> str:
               f"diversity (unstated) {dv['overall']:.3f}",
               (f"seed pairs, open-family agreement: mean {sp['mean']:.3f} (adjacent {sp['adjacent_mean']:.3f}, "
                f"others {sp['other_mean']:.3f}), max {sp['max']:.3f}; data draws: mean {sp['data']['mean']:.3f}, "
-               f"max {sp['data']['max']:.3f}; pairs above the data's 99th percentile {sp['above_data_q99']:.3f}")]
+               f"max {sp['data']['max']:.3f}; at the model's own frequencies: mean {sp['own_frequencies']['mean']:.3f}, "
+               f"max {sp['own_frequencies']['max']:.3f}; pairs above the data's 99th percentile {sp['above_data_q99']:.3f}")]
     if (sh := r.get("showcase")):
         lines.append(f"== showcase: {sh['passing']}/{len(sh['prompts'])} prompts with every stated attribute right "
                      f"in >= {sh['pass_at']}/{sh['seeds']} seeds")
