@@ -194,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         from moe_avatar.server.workers import supervise
 
         return supervise(config)
+    return run_server(config)
+
+
+def run_server(config: ServerConfig, reuse_port: bool = False, who: str = "") -> int:
+    """Serve until stopped: 0, or 1 with one `cannot start:` line when the bundles, the device or the port refuse."""
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reuse_port=reuse_port))
     except (BundleError, DeviceError, OSError, ValueError) as e:
-        log.error("cannot start: %s", e)
+        log.error("%scannot start: %s", who, e)
         return 1
     return 0
 

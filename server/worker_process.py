@@ -7,18 +7,13 @@ other in one direction only: main -> workers to supervise, worker_process -> mai
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
-from moe_avatar.server.bundle import BundleError
 from moe_avatar.server.config import ConfigError, load_config
 from moe_avatar.server.logs import setup_logging
-from moe_avatar.server.main import serve
-from moe_avatar.server.runtime import DeviceError
-
-log = logging.getLogger("moe_avatar.workers")
+from moe_avatar.server.main import run_server
 
 
 class _WorkerFields(logging.Filter):
@@ -48,12 +43,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_format, config.log_level)
     for handler in logging.getLogger("moe_avatar").handlers:
         handler.addFilter(_WorkerFields(args.worker_index))
-    try:
-        asyncio.run(serve(config, reuse_port=True))
-    except (BundleError, DeviceError, OSError, ValueError) as e:
-        log.error("worker cannot start: %s", e)
-        return 1
-    return 0
+    return run_server(config, reuse_port=True, who="worker ")
 
 
 if __name__ == "__main__":

@@ -53,59 +53,58 @@ def parse_section(cls: type[T], data: dict[str, Any], where: str) -> T:
     return cls(**values)  # type: ignore[call-arg]
 
 
-def _run_problems(cfg: Any) -> list[str]:
-    """Checks every trainer's loop options share."""
-    problems = []
-    for key in ("batch_size", "steps", "sample_every", "checkpoint_every", "log_every"):
-        if getattr(cfg, key) < 1:
-            problems.append(f"{key} must be at least 1")
-    if cfg.precision not in PRECISIONS:
-        problems.append(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    return problems
-
-
-@dataclass(frozen=True)
-class ClipTrainConfig:
-    """CLIP pretraining (train_clip.py): AdamW with warm-up and cosine decay."""
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """The loop options every trainer shares; each trainer's config adds its own and their checks."""
 
     batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_steps: int
     steps: int
     sample_every: int
     checkpoint_every: int
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 20
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("train: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        problems = [f"{key} must be at least 1" for key in ("batch_size", "steps", "sample_every", "checkpoint_every",
+                                                            "log_every") if getattr(self, key) < 1]
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipTrainConfig(RunOptions):
+    """CLIP pretraining (train_clip.py): AdamW with warm-up and cosine decay."""
+
+    lr: float
+    weight_decay: float
+    warmup_steps: int
     attr_weight: float = 0.0  # attribute heads on both embeddings (needs a labelled dataset)
     segment_shuffle: float = 0.0  # probability a caption's list segments come in a random order
 
-    def __post_init__(self) -> None:
-        problems = _run_problems(self)
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.warmup_steps < 0 or self.lr <= 0 or self.attr_weight < 0:
             problems.append("warmup_steps, attr_weight must be >= 0 and lr > 0")
         if not 0 <= self.segment_shuffle <= 1:
             problems.append("segment_shuffle must be a probability in [0, 1]")
-        if problems:
-            raise ConfigError("train: " + "; ".join(problems))
+        return problems
 
 
-@dataclass(frozen=True)
-class GanTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class GanTrainConfig(RunOptions):
     """The text-conditioned GAN (train_gan.py); every loss weight 0 means that term is off."""
 
-    batch_size: int
     lr_g: float
     lr_d: float
     betas: tuple[float, float]
     ema_decay: float
-    steps: int
-    sample_every: int
-    checkpoint_every: int
-    precision: str = "fp32"
-    seed: int = 0
-    log_every: int = 20
     adversarial: bool = True  # false: reconstruction alone, no D (a cheap first stage)
     clip_weight: float = 0.0  # G: -cos(CLIP image embedding, T)
     ma_gp_weight: float = 0.0  # D: matching-aware gradient penalty
@@ -120,8 +119,8 @@ class GanTrainConfig:
     prior_open_from_data: bool = False  # fit the prior's draw for unstated families to the captions
     segment_shuffle: float = 0.0  # probability a caption's list segments come in a random order
 
-    def __post_init__(self) -> None:
-        problems = _run_problems(self)
+    def problems(self) -> list[str]:
+        problems = super().problems()
         weights = ("clip_weight", "ma_gp_weight", "cls_weight", "clip_attr_weight", "ms_weight", "rec_weight",
                    "rec_detail_weight", "rec_region_weight", "prior_weight")
         problems += [f"{k} must be >= 0" for k in weights if getattr(self, k) < 0]
@@ -136,8 +135,7 @@ class GanTrainConfig:
                 problems.append(f"{key} weighs the reconstruction loss: it needs rec_weight > 0")
         if not self.adversarial and not self.rec_weight:
             problems.append("adversarial false needs rec_weight > 0 (otherwise nothing trains G)")
-        if problems:
-            raise ConfigError("train: " + "; ".join(problems))
+        return problems
 
     @property
     def labelled(self) -> bool:
@@ -157,33 +155,25 @@ class GanTrainConfig:
             raise ConfigError("train: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class UpscalerTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class UpscalerTrainConfig(RunOptions):
     """The texture upscaler (train_upscaler.py): L1 on render pairs, inputs degraded like G's drawings."""
 
-    batch_size: int
     lr: float
-    steps: int
-    sample_every: int
-    checkpoint_every: int
     pairs: int  # dataset rows rendered at both sizes and kept in memory
     crop: int  # side of the low-resolution training crop, in pixels
-    precision: str = "fp32"
-    seed: int = 0
-    log_every: int = 20
     blur: float = 0.0  # Gaussian blur sigma of the input, drawn in [0, blur] per image (input pixels)
     noise: float = 0.0  # Gaussian noise std on the input's colour, drawn in [0, noise] per image ([-1, 1] units)
     colour_shift: float = 0.0  # per-channel gain and offset of the input, drawn in [-x, x]
     alpha_holes: int = 0  # up to this many input pixels per image get a random alpha (G's stray holes)
     held_out: int = 16  # rows after the training pairs whose PSNR is logged at every sample step
 
-    def __post_init__(self) -> None:
-        problems = _run_problems(self)
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.lr <= 0 or self.pairs < 1 or self.crop < 4 or self.held_out < 1:
             problems.append("lr must be > 0, pairs and held_out >= 1, crop >= 4")
         problems += [f"{k} must be >= 0" for k in ("blur", "noise", "colour_shift", "alpha_holes") if getattr(self, k) < 0]
-        if problems:
-            raise ConfigError("train: " + "; ".join(problems))
+        return problems
 
 
 # Each config kind's train section (training/configs/*.json "kind"); a test parses every shipped config with it.
