@@ -16,11 +16,14 @@ import numpy as np
 import torch
 
 from moe_avatar.export import __version__
-from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, export_graph, graph_specs, store_weights_fp16
+from moe_avatar.export.graphs import (GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs,
+                                     store_weights_fp16)
 from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
-from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, TOKENIZER_FILE, BundleError, clean_prompt,
-                                      load_bundle, noise_from_seeds, sha256_file)
-from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, model_schema
+from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, OPTIONAL_GRAPH_FILES, TOKENIZER_FILE, BundleError,
+                                      clean_prompt, load_bundle, noise_from_seeds, sha256_file)
+from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, load_upscaler_checkpoint, model_schema
+
+ALL_GRAPH_FILES = {**GRAPH_FILES, **OPTIONAL_GRAPH_FILES}
 
 # Parity tolerances: max abs error of ONNX Runtime vs PyTorch fp32.
 # fp16 stores weights as float16 (compute stays float32), so only weight rounding differs.
@@ -51,6 +54,7 @@ class ExportOptions:
     attributes: dict[str, list[str]] | None = None
     generator_weights: str = "ema"  # "ema" or "raw" (see load_gan_checkpoint)
     simplify: bool = False  # run onnxslim on each graph (parity is checked after it)
+    upscaler: Path | None = None  # an upscaler checkpoint (training.train_upscaler): adds upscaler.onnx
 
 
 @dataclass
@@ -75,29 +79,33 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
                           f"{clip_ckpt} makes {embed_dim}-d ones: not the CLIP this GAN was trained with")
     context = int(clip.positional_embedding.shape[0])
     res, z_dim = g.resolution, g.z_dim
+    up, up_cfg, _ = load_upscaler_checkpoint(options.upscaler) if options.upscaler else (None, None, None)
+    upscaled = res * up.cfg.scale if up is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    specs = graph_specs(context, embed_dim, z_dim, res)
+    specs = graph_specs(context, embed_dim, z_dim, res, upscaled)
 
     steps = [
         ("text_encoder", TextEncoder(clip), (torch.zeros(2, context, dtype=torch.long),)),
         ("image_encoder", ImageEncoder(clip), (torch.zeros(2, res, res, 4, dtype=torch.uint8),)),
         ("generator", GeneratorGraph(g), (torch.zeros(2, z_dim), torch.zeros(2, embed_dim), torch.ones(2))),
     ]
+    if up is not None:
+        steps.append(("upscaler", UpscalerGraph(up), (torch.zeros(2, res, res, 4, dtype=torch.uint8),)))
     for i, (key, module, example) in enumerate(steps, 1):
         t0 = time.time()
-        path = out / GRAPH_FILES[key]
+        path = out / ALL_GRAPH_FILES[key]
         export_graph(module, example, specs[key], path, options.opset)
         if options.simplify:
             simplify_graph(path)
         if options.fp16:
             store_weights_fp16(path)
         _check_onnx(path)
-        log(f"[export {i}/4] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
+        log(f"[export {i}/{len(steps) + 1}] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
     build_tokenizer(context, n_merges=merges_for_vocab(clip.token_embedding.num_embeddings)).save(str(out / TOKENIZER_FILE))
-    log(f"[export 4/4] tokenizer.json (context {context})")
+    log(f"[export {len(steps) + 1}/{len(steps) + 1}] tokenizer.json (context {context})")
 
     precision = "fp16" if options.fp16 else "fp32"
-    report = check_parity(out, clip, g, context, precision)
+    report = check_parity(out, clip, g, context, precision, up)
     log(report.table())
     if not report.ok:
         raise ExportError(f"parity check failed for {out} ({precision}); see the table above")
@@ -130,7 +138,11 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         # Relative to the bundle, so a manifest never carries the build machine's paths.
         "source": {"clip": os.path.relpath(clip_ckpt, out), "gan": os.path.relpath(gan_ckpt, out)},
     }
-    for key, fname in list(GRAPH_FILES.items()) + [("tokenizer", TOKENIZER_FILE)]:
+    if up is not None:  # the optional 4x texture upscaler (models/README.md)
+        manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
+        manifest["training"]["upscaler"] = up_cfg
+        manifest["source"]["upscaler"] = os.path.relpath(options.upscaler, out)
+    for key, fname in [(k, f) for k, f in ALL_GRAPH_FILES.items() if k in specs] + [("tokenizer", TOKENIZER_FILE)]:
         entry: dict[str, Any] = {"path": fname, "sha256": sha256_file(out / fname), "bytes": (out / fname).stat().st_size}
         if key in specs:
             entry["inputs"], entry["outputs"] = specs[key].inputs, specs[key].outputs
@@ -165,7 +177,7 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityReport:
+def check_parity(bundle: Path, clip, g, context: int, precision: str, upscaler=None) -> ParityReport:
     """Run PyTorch and ONNX Runtime on the same inputs; compare against the tolerances."""
     from tokenizers import Tokenizer
 
@@ -198,10 +210,16 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str) -> ParityR
             ref_i = ImageEncoder(clip)(torch.from_numpy(ref_img)).numpy()
         ort_i = image_s.run(None, {"image": ref_img})[0]
         add("image_encoder", batch, np.abs(ref_i - ort_i).max(), tol["embedding"])
+        if upscaler is not None:
+            with torch.no_grad():
+                ref_u = UpscalerGraph(upscaler)(torch.from_numpy(ref_img)).numpy()
+            ort_u = _session(bundle / OPTIONAL_GRAPH_FILES["upscaler"]).run(None, {"image": ref_img})[0]
+            add("upscaler", batch, np.abs(ref_u.astype(np.int16) - ort_u.astype(np.int16)).max(), tol["image_levels"])
     return report
 
 
-def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | None = None, log=print) -> ParityReport | None:
+def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | None = None, log=print,
+                  upscaler_ckpt: Path | None = None) -> ParityReport | None:
     """Check the manifest and every file's hash; re-run parity when the checkpoints are at hand."""
     try:
         checked = load_bundle(bundle)
@@ -219,7 +237,14 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
         return None
     clip, _ = load_clip_checkpoint(clip_ckpt)
     g, _, _ = load_gan_checkpoint(gan_ckpt, checked.manifest.get("training", {}).get("generator_weights", "ema"))
-    report = check_parity(bundle, clip, g, checked.context_length, checked.precision)
+    up = None
+    if checked.upscaled_resolution:
+        upscaler_ckpt = upscaler_ckpt or (bundle / source["upscaler"] if source.get("upscaler") else None)
+        if upscaler_ckpt and upscaler_ckpt.is_file():
+            up = load_upscaler_checkpoint(upscaler_ckpt)[0]
+        else:
+            log("parity: upscaler skipped (its checkpoint not found; pass --upscaler)")
+    report = check_parity(bundle, clip, g, checked.context_length, checked.precision, up)
     log(report.table())
     if not report.ok:
         raise ExportError(f"{bundle}: parity check failed")

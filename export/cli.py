@@ -14,6 +14,8 @@ def _export(argv: list[str]) -> int:
                                 "(parity-checked). `moe-avatar-export verify BUNDLE` checks an existing bundle.")
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (clip run's checkpoint.pt)")
     p.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (gan run's checkpoint.pt)")
+    p.add_argument("--upscaler", type=Path, help="upscaler checkpoint (upscaler run's checkpoint.pt): adds upscaler.onnx, "
+                   "the 4x texture upscaler the server uses above the native size")
     p.add_argument("--out", required=True, type=Path, help="bundle directory, e.g. models/chibi-64")
     p.add_argument("--name", help="model name (default: the --out directory name)")
     p.add_argument("--version", default="0.1.0", help="model version")
@@ -29,9 +31,10 @@ def _export(argv: list[str]) -> int:
     manifest = export_bundle(a.clip, a.gan, a.out, ExportOptions(name=a.name or a.out.name, version=a.version,
                                                                    opset=a.opset, fp16=a.fp16, evaluation=evaluation,
                                                                    generator_weights=a.generator_weights,
-                                                                   simplify=a.simplify))
+                                                                   simplify=a.simplify, upscaler=a.upscaler))
     total = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"wrote {a.out} ({total / 1e6:.1f} MB, {manifest['precision']}, {manifest['resolution']} px)")
+    up = f", upscaler to {manifest['upscaler']['resolution']} px" if "upscaler" in manifest else ""
+    print(f"wrote {a.out} ({total / 1e6:.1f} MB, {manifest['precision']}, {manifest['resolution']} px{up})")
     if a.triton:
         write_triton_repository(a.out, a.triton)
         print(f"wrote Triton model repository {a.triton}")
@@ -43,8 +46,9 @@ def _verify(argv: list[str]) -> int:
     p.add_argument("bundle", type=Path, help="bundle directory, e.g. models/chibi-64")
     p.add_argument("--clip", type=Path, help="CLIP checkpoint (default: the manifest's source)")
     p.add_argument("--gan", type=Path, help="GAN checkpoint (default: the manifest's source)")
+    p.add_argument("--upscaler", type=Path, help="upscaler checkpoint, for a bundle with one (default: the manifest's source)")
     a = p.parse_args(argv)
-    verify_bundle(a.bundle, a.clip, a.gan)
+    verify_bundle(a.bundle, a.clip, a.gan, upscaler_ckpt=a.upscaler)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The three exported graphs as small torch modules, and their ONNX export.
+"""The exported graphs as small torch modules, and their ONNX export.
 
 Each wrapper puts the pre/post-processing inside the graph (uint8 in/out, compositing,
 normalisation), so the server feeds raw tensors and does no image maths of its own.
@@ -52,6 +52,19 @@ class GeneratorGraph(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
+class UpscalerGraph(nn.Module):
+    """RGBA uint8 [B, R, R, 4] -> RGBA uint8 [B, sR, sR, 4] (training.upscaler, alpha rules included)."""
+
+    def __init__(self, upscaler: nn.Module):
+        super().__init__()
+        self.up = upscaler
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+        x = torch.round((self.up(x) + 1.0) * 127.5).clamp(0.0, 255.0).to(torch.uint8)
+        return x.permute(0, 2, 3, 1)
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     """Names, dtypes and shapes of one graph's inputs and outputs (goes into the manifest)."""
@@ -60,10 +73,11 @@ class GraphSpec:
     outputs: list[dict]
 
 
-def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int) -> dict[str, GraphSpec]:
+def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int,
+                upscaled: int | None = None) -> dict[str, GraphSpec]:
     """The bundle contract's graph inputs and outputs (moe_avatar.server.bundle.graph_io)."""
     return {key: GraphSpec(io["inputs"], io["outputs"])
-            for key, io in graph_io(context_length, embed_dim, z_dim, resolution).items()}
+            for key, io in graph_io(context_length, embed_dim, z_dim, resolution, upscaled).items()}
 
 
 def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, path: Path, opset: int) -> None:

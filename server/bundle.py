@@ -24,6 +24,8 @@ SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
 MANIFEST = "manifest.json"
 GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx",
                "generator": "generator.onnx"}
+# Graphs a bundle may leave out; a bundle without them is complete (the server resamples instead).
+OPTIONAL_GRAPH_FILES = {"upscaler": "upscaler.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 REQUIRED_FILES = (*GRAPH_FILES, "tokenizer")
 REQUIRED_INTS = ("resolution", "embed_dim", "z_dim", "context_length")
@@ -33,9 +35,11 @@ class BundleError(RuntimeError):
     """The bundle is unusable; the message says which bundle and which file or field."""
 
 
-def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int) -> dict[str, dict[str, list[dict]]]:
-    """Each graph's inputs and outputs: name, dtype and shape (a str dimension is dynamic)."""
-    return {
+def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int,
+             upscaled: int | None = None) -> dict[str, dict[str, list[dict]]]:
+    """Each graph's inputs and outputs: name, dtype and shape (a str dimension is dynamic);
+    the upscaler's (`resolution` -> `upscaled` px) when `upscaled` is given."""
+    graphs = {
         "text_encoder": {
             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", context_length]}],
             "outputs": [{"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
@@ -53,6 +57,12 @@ def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int) -
             "outputs": [{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
         },
     }
+    if upscaled is not None:
+        graphs["upscaler"] = {
+            "inputs": [{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
+            "outputs": [{"name": "upscaled", "dtype": "uint8", "shape": ["batch", upscaled, upscaled, 4]}],
+        }
+    return graphs
 
 
 def noise_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
@@ -97,6 +107,12 @@ class Bundle:
         return int(self.manifest["resolution"])
 
     @property
+    def upscaled_resolution(self) -> int | None:
+        """The upscaler's output size (manifest `upscaler.resolution`), or None without one."""
+        up = self.manifest.get("upscaler")
+        return int(up["resolution"]) if up else None
+
+    @property
     def embed_dim(self) -> int:
         return int(self.manifest["embed_dim"])
 
@@ -121,7 +137,8 @@ class Bundle:
 
     def io(self, key: str) -> dict[str, list[dict]]:
         """The graph's inputs and outputs as this bundle's sizes make them."""
-        return graph_io(self.context_length, self.embed_dim, self.z_dim, self.resolution)[key]
+        return graph_io(self.context_length, self.embed_dim, self.z_dim, self.resolution,
+                        self.upscaled_resolution)[key]
 
 
 def _read_manifest(directory: pathlib.Path) -> dict[str, Any]:
@@ -154,6 +171,24 @@ def _field_problems(manifest: dict[str, Any]) -> list[str]:
         problems.append("field 'attributes' must map each family to a list of strings")
     if not isinstance(manifest.get("files"), dict):
         problems.append("field 'files' must be an object")
+    return problems + _upscaler_problems(manifest)
+
+
+def _upscaler_problems(manifest: dict[str, Any]) -> list[str]:
+    """The optional upscaler: field `upscaler` ({resolution: a whole multiple of the native
+    one, above it}) and files.upscaler come together or not at all."""
+    up, files = manifest.get("upscaler"), manifest.get("files")
+    listed = isinstance(files, dict) and "upscaler" in files
+    if up is None:
+        return ["files.upscaler needs field 'upscaler' (its resolution)"] if listed else []
+    native = manifest.get("resolution")
+    size = up.get("resolution") if isinstance(up, dict) else None
+    problems = []
+    if not (isinstance(size, int) and not isinstance(size, bool) and isinstance(native, int) and native > 0
+            and size > native and size % native == 0):
+        problems.append("field 'upscaler.resolution' must be a whole multiple of 'resolution', above it")
+    if not listed:
+        problems.append("field 'upscaler' needs files.upscaler")
     return problems
 
 
@@ -216,7 +251,7 @@ def check_graph_io(bundle: Bundle, key: str, inputs: Sequence[Any], outputs: Seq
     file = bundle.manifest["files"][key]["path"]
     expected = bundle.io(key)
     # The same table with field names in place of sizes says which field made each dimension.
-    named = graph_io("context_length", "embed_dim", "z_dim", "resolution")[key]  # type: ignore[arg-type]
+    named = graph_io("context_length", "embed_dim", "z_dim", "resolution", "upscaler.resolution")[key]  # type: ignore[arg-type]
     for kind, actual in (("inputs", inputs), ("outputs", outputs)):
         want = [e["name"] for e in expected[kind]]
         got = [a.name for a in actual]
@@ -230,7 +265,7 @@ def check_graph_io(bundle: Bundle, key: str, inputs: Sequence[Any], outputs: Seq
                                   f"{_dims(shape)}, the bundle format (files.{key}) expects {_dims(exp['shape'])}")
             for size, field_name, real in zip(exp["shape"], name_exp["shape"], shape):
                 if isinstance(size, int) and isinstance(real, int) and size != real:
-                    where = (f"field {field_name!r} is {size}" if field_name in REQUIRED_INTS
+                    where = (f"field {field_name!r} is {size}" if field_name in (*REQUIRED_INTS, "upscaler.resolution")
                              else f"the bundle format expects {size}")
                     raise BundleError(f"{bundle.directory / MANIFEST}: {where} but {file} {kind[:-1]} "
                                       f"{act.name!r} has shape {_dims(shape)}")

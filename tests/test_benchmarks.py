@@ -27,7 +27,7 @@ def test_bench_models_reports_every_graph_and_batch(tiny_bundle: Path, tmp_path:
     pytest.importorskip("torch", reason="the PyTorch columns need the train extra")
     from moe_avatar.export.tiny import make_tiny_checkpoints
 
-    clip, gan = make_tiny_checkpoints(tmp_path / "checkpoints")  # the fixture's own weights (same seed)
+    clip, gan, _ = make_tiny_checkpoints(tmp_path / "checkpoints")  # the fixture's own weights (same seed)
     out = tmp_path / "models.json"
     proc = _run("bench_models.py", "--bundle", str(tiny_bundle), "--clip", str(clip), "--gan", str(gan),
                 "--batches", "1", "4", "--seconds", "0.05", "--json", str(out))

@@ -32,7 +32,7 @@ def checkpoints(exported: Path) -> tuple[Path, Path]:
 def test_committed_fixture_is_what_the_exporter_writes(exported: Path, tiny_bundle: Path) -> None:
     """tests/fixtures/models/tiny (which the server and client tests run on, without torch)
     is byte for byte the exporter's output; rebuild it with `python -m moe_avatar.export.tiny`."""
-    for name in ("text_encoder.onnx", "image_encoder.onnx", "generator.onnx", "tokenizer.json"):
+    for name in ("text_encoder.onnx", "image_encoder.onnx", "generator.onnx", "upscaler.onnx", "tokenizer.json"):
         assert (exported / name).read_bytes() == (tiny_bundle / name).read_bytes(), f"{name} is stale"
     fresh, committed = (json.loads((d / "manifest.json").read_text()) for d in (exported, tiny_bundle))
     for m in (fresh, committed):
@@ -44,7 +44,7 @@ def test_committed_fixture_is_what_the_exporter_writes(exported: Path, tiny_bund
 def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["format_version"] == 1
-    assert set(manifest["files"]) == {"text_encoder", "image_encoder", "generator", "tokenizer"}
+    assert set(manifest["files"]) == {"text_encoder", "image_encoder", "generator", "upscaler", "tokenizer"}
     for entry in manifest["files"].values():
         path = tiny_bundle / entry["path"]
         assert sha256_file(path) == entry["sha256"]
@@ -153,7 +153,7 @@ def test_wrong_model_family_fails_clearly(checkpoints, tmp_path: Path) -> None:
 
 
 def test_fp16_weights_halve_size_within_documented_bounds(tmp_path: Path) -> None:
-    clip_ckpt, gan_ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    clip_ckpt, gan_ckpt, _ = make_tiny_checkpoints(tmp_path / "ckpt")
     m32 = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "fp32", ExportOptions(name="a"), log=lambda *_: None)
     m16 = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "fp16", ExportOptions(name="a", fp16=True), log=lambda *_: None)
     assert m16["precision"] == "fp16"
@@ -180,7 +180,7 @@ def test_triton_repository_layout(tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_simplified_export_keeps_parity(tmp_path: Path) -> None:
-    clip_ckpt, gan_ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    clip_ckpt, gan_ckpt, _ = make_tiny_checkpoints(tmp_path / "ckpt")
     m = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "slim", ExportOptions(name="s", simplify=True), log=lambda *_: None)
     assert m["simplified"] is True
     assert all(row["ok"] for row in m["parity"]["rows"])

@@ -136,3 +136,56 @@ def test_resume_reproduces_the_uninterrupted_run(small_data: Path, tmp_path: Pat
     assert all(r["psnr"] > 0 and 0 <= r["alpha_iou"] <= 1 for r in curve("a") if "psnr" in r)
     assert sorted(p.name for p in (tmp_path / "a" / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
     assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["features"] == 8
+
+
+# ----------------------------------------------------------------------------- export
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from moe_avatar.export.tiny import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("upexport") / "tiny")
+
+
+def test_exported_upscaler_matches_pytorch_and_the_manifest(exported: Path) -> None:
+    import onnxruntime as ort
+
+    from moe_avatar.export.graphs import UpscalerGraph
+    from moe_avatar.server.bundle import load_bundle
+
+    bundle = load_bundle(exported)
+    assert bundle.manifest["upscaler"] == {"resolution": 256, "native_resolution": 64, "scale": 4}
+    assert bundle.upscaled_resolution == 256 and bundle.io("upscaler")["outputs"][0]["shape"] == ["batch", 256, 256, 4]
+    rows = [r for r in bundle.manifest["parity"]["rows"] if r["graph"] == "upscaler"]
+    assert [r["batch"] for r in rows] == [1, 5] and all(r["ok"] for r in rows)
+    model = load_upscaler_checkpoint(exported.parent / "tiny-checkpoints" / "upscaler.pt")[0]
+    lo, _ = render_pairs(3, seed=2)
+    with torch.no_grad():
+        ref = UpscalerGraph(model)(torch.from_numpy(lo)).numpy()
+    out = ort.InferenceSession(str(bundle.path("upscaler")), providers=["CPUExecutionProvider"]).run(None, {"image": lo})[0]
+    assert out.shape == (3, 256, 256, 4) and np.abs(ref.astype(int) - out.astype(int)).max() <= 1
+    assert psnr(out, lanczos(lo, 4)) < 60  # its own pixels, not a resampling
+
+
+def test_bundle_without_upscaler_stays_valid_and_a_half_one_is_refused(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from moe_avatar.export.bundle import ExportError, verify_bundle
+    from moe_avatar.server.bundle import BundleError, load_bundle
+
+    ckpts = exported.parent / "tiny-checkpoints"
+    report = verify_bundle(exported, ckpts / "clip.pt", ckpts / "gan.pt", log=lambda *_: None, upscaler_ckpt=ckpts / "upscaler.pt")
+    assert report is not None and report.ok and "upscaler" in {r["graph"] for r in report.rows}
+    copy = tmp_path / "plain"
+    shutil.copytree(exported, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    plain = {**manifest, "files": {k: v for k, v in manifest["files"].items() if k != "upscaler"}}
+    plain.pop("upscaler")
+    (copy / "manifest.json").write_text(json.dumps(plain))
+    (copy / "upscaler.onnx").unlink()
+    assert load_bundle(copy).upscaled_resolution is None
+    (copy / "manifest.json").write_text(json.dumps({**plain, "upscaler": {"resolution": 100}}))
+    with pytest.raises(BundleError, match="upscaler.resolution' must be a whole multiple.*needs files.upscaler"):
+        load_bundle(copy)
+    with pytest.raises(ExportError, match="upscaler"):
+        verify_bundle(copy, log=lambda *_: None)
