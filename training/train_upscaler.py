@@ -99,14 +99,14 @@ def degrade(x: torch.Tensor, tc: UpscalerTrainConfig) -> torch.Tensor:
     return torch.cat([rgb, a], 1).clamp(-1, 1)
 
 
-def random_crops(lo: torch.Tensor, hi: torch.Tensor, crop: int, scale: int, rng: np.random.Generator):
-    """The same random window of each low / high pair (aligned: high = scale x low)."""
-    n, _, r, _ = lo.shape
+def random_crops(lo: np.ndarray, hi: np.ndarray, crop: int, scale: int,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random window of each low / high uint8 NHWC pair (aligned: high = scale x low), as tensors."""
+    n, r = lo.shape[:2]
     ys, xs = rng.integers(0, r - crop + 1, n), rng.integers(0, r - crop + 1, n)
-    lo_c = torch.stack([lo[i, :, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys, xs))])
-    hi_c = torch.stack([hi[i, :, y * scale:(y + crop) * scale, x * scale:(x + crop) * scale]
-                        for i, (y, x) in enumerate(zip(ys, xs))])
-    return lo_c, hi_c
+    lo_c = np.stack([lo[i, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys, xs))])
+    hi_c = np.stack([hi[i, y * scale:(y + crop) * scale, x * scale:(x + crop) * scale] for i, (y, x) in enumerate(zip(ys, xs))])
+    return images_to_tensor(lo_c), images_to_tensor(hi_c)
 
 
 @dataclass
@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     lo, hi = render_pairs(args.data, 0, tc.pairs + tc.held_out, mc.scale, args.skip_bad, progress)
     held = HeldOut(lo[tc.pairs:], hi[tc.pairs:], lanczos(lo[tc.pairs:], mc.scale))
-    lo_t, hi_t = images_to_tensor(lo[:tc.pairs]), images_to_tensor(hi[:tc.pairs])
     cfg["data"] = {"path": str(args.data), "pairs": tc.pairs, "held_out": tc.held_out, "resolution": lo.shape[1]}
     model = Upscaler(mc).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -163,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     stop_at = min(tc.steps, args.stop_at or tc.steps)
     while step < stop_at:
         idx = data_rng.choice(tc.pairs, size=min(tc.batch_size, tc.pairs), replace=False)
-        x, y = random_crops(lo_t[idx], hi_t[idx], min(tc.crop, lo.shape[1]), mc.scale, data_rng)
+        x, y = random_crops(lo[idx], hi[idx], min(tc.crop, lo.shape[1]), mc.scale, data_rng)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with autocast(device, tc.precision):
