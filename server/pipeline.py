@@ -1,4 +1,5 @@
-"""The model pipeline: prompt -> tokens -> text embedding -> generator -> CLIP score.
+"""The model pipeline: prompt -> tokens -> text embedding -> generator -> CLIP score
+(-> the bundle's upscaler, when it has one and the texture is larger than native).
 
 One `ModelPipeline` per loaded bundle. Each ONNX graph sits behind its own
 `MicroBatcher`, so concurrent requests share generator / encoder runs. Text embeddings
@@ -98,7 +99,8 @@ class ModelPipeline:
         self._metrics = metrics
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._batchers: dict[str, MicroBatcher] = {}
-        for graph in ("text_encoder", "image_encoder", "generator"):
+        graphs = ("text_encoder", "image_encoder", "generator") + (("upscaler",) if bundle.upscaled_resolution else ())
+        for graph in graphs:
             session = _load_session(bundle, graph, factory)
             self._sessions[graph] = session
             log.info("loaded %s %s %s on %s", bundle.name, bundle.version, graph, session.get_providers()[0],
@@ -126,6 +128,10 @@ class ModelPipeline:
             (1, b.resolution, b.resolution, 4), np.uint8)
         self._warm_step("image_encoder", "embed_dim", lambda: self._sessions["image_encoder"].run(
             None, {"image": image})[0], (1, b.embed_dim))
+        if b.upscaled_resolution:
+            up = b.upscaled_resolution
+            self._warm_step("upscaler", "upscaled_resolution", lambda: self._sessions["upscaler"].run(
+                None, {"image": image})[0], (1, up, up, 4), np.uint8)
 
     def _warm_step(self, key: str, field: str, run, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         file = self.bundle.manifest["files"][key]["path"]
@@ -200,6 +206,12 @@ class ModelPipeline:
         expected = ticket is not None and ticket.take("image_encoder")
         (image_emb,) = await self._batchers["image_encoder"].submit(images, expected=expected)
         return np.sum(image_emb * text, axis=1)
+
+    async def upscale(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, R, R, 4] -> [N, U, U, 4] through the bundle's upscaler (micro-batched like
+        the other graphs; only for a bundle with one: `bundle.upscaled_resolution`)."""
+        (upscaled,) = await self._batchers["upscaler"].submit(np.ascontiguousarray(images))
+        return upscaled
 
     async def generate_avatars(self, prompt: str, seed: int, count: int, psi: float,
                                rerank: int = 1) -> list[Avatar]:

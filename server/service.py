@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import json
@@ -238,6 +239,17 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
         yield pb.GenerateResponse(done=pb.Done(texture_count=len(avatars),
                                                elapsed_seconds=time.perf_counter() - start))
 
+    async def _upscaled(self, pipe: ModelPipeline, spec: textures.OutputSpec,
+                        avatars: list[Avatar]) -> tuple[textures.OutputSpec, list[Avatar]]:
+        """The request's filter on this model (textures.resolve_filter) and, for MODEL, the
+        avatars through the bundle's upscaler (one micro-batched run for the request)."""
+        b = pipe.bundle
+        output = textures.resolve_filter(spec, b.resolution, b.upscaled_resolution)
+        if output.filter != pb.RESIZE_FILTER_MODEL:
+            return output, avatars
+        images = await self._timed("upscaling", pipe.upscale(np.stack([a.image for a in avatars])))
+        return output, [dataclasses.replace(a, image=img) for a, img in zip(avatars, images)]
+
     async def _timed(self, stage: str, awaitable):
         t0 = time.perf_counter()
         result = await awaitable
@@ -267,7 +279,8 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
             scores = await self._timed("scoring", pipe.score(images, text_n, ticket))
         avatars = select_best(images, scores, seeds, params.count, params.rerank)
         yield self._progress(pb.STAGE_ENCODING_TEXTURES, start)
-        async for message in self._stream_textures(avatars, params.output, start):
+        output, avatars = await self._upscaled(pipe, params.output, avatars)
+        async for message in self._stream_textures(avatars, output, start):
             yield message
 
     # --- RPCs --------------------------------------------------------------------
@@ -306,7 +319,8 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
                           seed=params.start_seed if i == 0 else params.end_seed if i == last else None)
                    for i in range(params.frames)]
         yield self._progress(pb.STAGE_ENCODING_TEXTURES, start)
-        async for message in self._stream_textures(avatars, params.output, start):
+        output, avatars = await self._upscaled(pipe, params.output, avatars)
+        async for message in self._stream_textures(avatars, output, start):
             yield message
 
     @_rpc
@@ -400,4 +414,5 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
             exporter=f"{exporter.get('name', '')} {exporter.get('version', '')}".strip(),
             attributes={k: pb.AttributeValues(values=v) for k, v in b.attributes.items()},
             is_default=b.name == self.registry.default_model, execution_provider=pipe.provider,
-            manifest_json=json.dumps(b.manifest, ensure_ascii=False, sort_keys=True))
+            manifest_json=json.dumps(b.manifest, ensure_ascii=False, sort_keys=True),
+            upscaled_resolution=b.upscaled_resolution or 0)

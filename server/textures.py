@@ -1,5 +1,5 @@
 """Turn generated RGBA arrays into texture bytes: resize, row order, PNG / raw / WebP,
-then SHA-256 and chunking.
+then SHA-256 and chunking; and which filter a request gets on a model (`resolve_filter`).
 
 Encoding is CPU work, so the service runs `encode` in a thread pool, off the event loop.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -23,6 +23,8 @@ FILTERS = {
     pb.RESIZE_FILTER_BILINEAR: Image.Resampling.BILINEAR,
     pb.RESIZE_FILTER_BICUBIC: Image.Resampling.BICUBIC,
     pb.RESIZE_FILTER_LANCZOS: Image.Resampling.LANCZOS,
+    # The image is already the upscaler's output (service.py); Lanczos takes it to the exact size.
+    pb.RESIZE_FILTER_MODEL: Image.Resampling.LANCZOS,
 }
 
 
@@ -32,7 +34,7 @@ class OutputSpec:
 
     format: int = pb.TEXTURE_FORMAT_PNG
     size: int = 0  # 0 = native
-    filter: int = pb.RESIZE_FILTER_LANCZOS
+    filter: int = pb.RESIZE_FILTER_UNSPECIFIED  # the model's default (resolve_filter)
     row_order: int = pb.ROW_ORDER_TOP_DOWN
 
 
@@ -47,13 +49,25 @@ class EncodedTexture:
     sha256: bytes
 
 
+def resolve_filter(spec: OutputSpec, native: int, upscaled: int | None) -> OutputSpec:
+    """The filter a request gets on a model of `native` px with an upscaler to `upscaled` px
+    (None: none): MODEL for sizes above native where there is an upscaler (the default
+    there), LANCZOS where MODEL or the default cannot apply; an explicit filter stays."""
+    if spec.filter not in (pb.RESIZE_FILTER_UNSPECIFIED, pb.RESIZE_FILTER_MODEL):
+        return spec
+    use_model = bool(upscaled) and spec.size > native
+    return replace(spec, filter=pb.RESIZE_FILTER_MODEL if use_model else pb.RESIZE_FILTER_LANCZOS)
+
+
 def encode(image: np.ndarray, spec: OutputSpec) -> EncodedTexture:
-    """uint8 [H, W, 4] top-down RGBA -> texture bytes as the client asked."""
-    applied_filter = pb.RESIZE_FILTER_UNSPECIFIED
+    """uint8 [H, W, 4] top-down RGBA -> texture bytes as the client asked. With filter MODEL
+    `image` is already the upscaler's output (resolve_filter; service.py)."""
+    applied_filter = spec.filter if spec.filter == pb.RESIZE_FILTER_MODEL else pb.RESIZE_FILTER_UNSPECIFIED
     pil = Image.fromarray(np.ascontiguousarray(image), mode="RGBA")
     if spec.size and spec.size != image.shape[0]:
-        pil = pil.resize((spec.size, spec.size), FILTERS[spec.filter])
-        applied_filter = spec.filter
+        flt = spec.filter or pb.RESIZE_FILTER_LANCZOS  # unresolved default: Lanczos, as on a model without an upscaler
+        pil = pil.resize((spec.size, spec.size), FILTERS[flt])
+        applied_filter = flt
     if spec.format == pb.TEXTURE_FORMAT_RGBA8:
         pixels = np.asarray(pil)
         if spec.row_order == pb.ROW_ORDER_BOTTOM_UP:

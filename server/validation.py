@@ -139,9 +139,9 @@ def _output(field: str, opts: pb.OutputOptions, v: _Violations) -> OutputSpec:
     size = opts.size
     if size != 0 and not MIN_SIZE <= size <= MAX_SIZE:
         v.add(f"{field}.size", f"must be 0 (native) or {MIN_SIZE}..{MAX_SIZE} (got {size})")
-    flt = opts.filter or pb.RESIZE_FILTER_LANCZOS
+    flt = opts.filter  # UNSPECIFIED: the model's default, chosen once the model is known (textures.resolve_filter)
     if flt not in pb.ResizeFilter.values():
-        v.add(f"{field}.filter", f"unknown value {flt}; use NEAREST, BILINEAR, BICUBIC or LANCZOS")
+        v.add(f"{field}.filter", f"unknown value {flt}; use NEAREST, BILINEAR, BICUBIC, LANCZOS or MODEL")
     row = opts.row_order or pb.ROW_ORDER_TOP_DOWN
     if row not in pb.RowOrder.values():
         v.add(f"{field}.row_order", f"unknown value {row}; use TOP_DOWN or BOTTOM_UP")

@@ -37,14 +37,14 @@ def test_cli_generate_writes_pngs_named_by_seed(server, tmp_path, capsys):
 def test_cli_rgba_interpolate_info_health(server, tmp_path, capsys):
     assert cli.main(["--target", server.target, "generate", "blue bob", "--seed", "1", "--format", "rgba",
                      "--bottom-up", "-o", str(tmp_path), "-q"]) == 0
-    assert (tmp_path / "1.rgba").stat().st_size == 64 * 64 * 4
+    assert (tmp_path / "1.rgba").stat().st_size == 256 * 256 * 4  # the default size, through the upscaler
     assert cli.main(["--target", server.target, "interpolate", "blue bob", "1", "silver bob", "2",
                      "--frames", "3", "-o", str(tmp_path / "morph"), "-q"]) == 0
     assert len(list((tmp_path / "morph").glob("frame-*.png"))) == 3
     capsys.readouterr()
     assert cli.main(["--target", server.target, "info"]) == 0
     info = capsys.readouterr().out
-    assert "tiny 0.0.1" in info and "hair_color:" in info
+    assert "tiny 0.0.1" in info and "hair_color:" in info and "64px (upscaler to 256px)" in info
     assert cli.main(["--target", server.target, "health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
 

@@ -67,7 +67,8 @@ def wait(driver, condition, timeout: float = 60):
 def grpc_sha256s(server, seed: int, count: int) -> list[str]:
     with grpc.insecure_channel(server.target) as channel:
         data: dict[int, bytes] = {}
-        request = pb.GenerateRequest(prompt=PROMPT, count=count, seed=seed, psi=0.7)
+        request = pb.GenerateRequest(prompt=PROMPT, count=count, seed=seed, psi=0.7,  # the page's defaults
+                                     output=pb.OutputOptions(size=256, filter=pb.RESIZE_FILTER_MODEL))
         for message in pb_grpc.AvatarServiceStub(channel).Generate(request, timeout=60):
             if message.HasField("chunk"):
                 data[message.chunk.texture_index] = data.get(message.chunk.texture_index, b"") + message.chunk.data
@@ -105,7 +106,7 @@ def test_generate_in_the_playground(browser, server):
     wait(browser, lambda d: "avatars in" in d.find_element(By.ID, "status").text)
     images = browser.find_elements(By.CSS_SELECTOR, "#grid img")
     assert len(images) == 3
-    assert [browser.execute_script("return arguments[0].naturalWidth", i) for i in images] == [64, 64, 64]
+    assert [browser.execute_script("return arguments[0].naturalWidth", i) for i in images] == [256] * 3  # the default size, through the upscaler
     assert [i.get_attribute("data-seed") for i in images] == ["7", "8", "9"]
     cells = browser.find_elements(By.CSS_SELECTOR, "#grid .cell")
     assert [c.get_attribute("data-verified") for c in cells] == ["true"] * 3  # SHA-256 checked in the page

@@ -76,7 +76,8 @@ def cmd_info(client: AvatarClient, args) -> int:
     models = client.list_models(timeout=args.timeout)
     for m in models.models:
         default = "  (default)" if m.is_default else ""
-        print(f"{m.name} {m.version}{default}: {m.resolution}px, embed {m.embed_dim}, z {m.z_dim}, "
+        up = f" (upscaler to {m.upscaled_resolution}px)" if m.upscaled_resolution else ""
+        print(f"{m.name} {m.version}{default}: {m.resolution}px{up}, embed {m.embed_dim}, z {m.z_dim}, "
               f"context {m.context_length}, {m.precision}, {m.execution_provider}, created {m.created}")
         for family, values in sorted(m.attributes.items()):
             print(f"  {family}: {', '.join(values.values)}")
@@ -104,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--out", type=pathlib.Path, default=pathlib.Path("out"), help="output directory")
         p.add_argument("--format", choices=sorted(FORMATS), default="png",
                        help="png, rgba (raw RGBA8 bytes, .rgba files) or webp (lossless) (default %(default)s)")
-        p.add_argument("--size", type=int, default=0, help="output edge in px (0 = native)")
-        p.add_argument("--filter", choices=sorted(FILTERS), default="lanczos",
-                       help="resampling filter when --size differs from the model's edge (default %(default)s)")
+        p.add_argument("--size", type=int, default=256, help="output edge in px, 0 = the model's native edge (default %(default)s)")
+        p.add_argument("--filter", choices=sorted(FILTERS), default="model",
+                       help="resampling filter when --size differs from the model's edge; model: the model's learned "
+                       "upscaler above its native edge where it has one, else lanczos (default %(default)s)")
         p.add_argument("--bottom-up", action="store_true", help="bottom-up rows (rgba only; Unity raw upload)")
         p.add_argument("--psi", type=float, default=None, help="truncation psi 0..2 (server default 0.7)")
         p.add_argument("--model", default="", help="model name (default: the server's default)")

@@ -33,7 +33,8 @@ from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
 FORMATS = {"png": pb.TEXTURE_FORMAT_PNG, "rgba": pb.TEXTURE_FORMAT_RGBA8, "webp": pb.TEXTURE_FORMAT_WEBP}
 FILTERS = {"nearest": pb.RESIZE_FILTER_NEAREST, "bilinear": pb.RESIZE_FILTER_BILINEAR,
-           "bicubic": pb.RESIZE_FILTER_BICUBIC, "lanczos": pb.RESIZE_FILTER_LANCZOS}
+           "bicubic": pb.RESIZE_FILTER_BICUBIC, "lanczos": pb.RESIZE_FILTER_LANCZOS,
+           "model": pb.RESIZE_FILTER_MODEL}  # the model's upscaler above native where it has one, else Lanczos
 ROW_ORDERS = {"top-down": pb.ROW_ORDER_TOP_DOWN, "bottom-up": pb.ROW_ORDER_BOTTOM_UP}
 
 
@@ -71,7 +72,7 @@ class GenerateResult:
     resumes: int = 0  # how many times a broken stream was resumed
 
 
-def output_options(format: str = "png", size: int = 0, filter: str = "lanczos",
+def output_options(format: str = "png", size: int = 0, filter: str = "model",
                    row_order: str = "top-down") -> pb.OutputOptions:
     return pb.OutputOptions(format=FORMATS[format], size=size, filter=FILTERS[filter],
                             row_order=ROW_ORDERS[row_order])

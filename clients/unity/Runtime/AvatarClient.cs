@@ -99,7 +99,7 @@ namespace MoeAvatar.Client
 
         /// <summary>A GenerateRequest with the common knobs; null seed/psi leave the choice to the server.</summary>
         public static Proto.GenerateRequest CreateRequest(string prompt, int count = 1, ulong? seed = null, float? psi = null,
-            Proto.TextureFormat format = Proto.TextureFormat.Png, Proto.RowOrder rowOrder = Proto.RowOrder.TopDown, uint size = 0,
+            Proto.TextureFormat format = Proto.TextureFormat.Png, Proto.RowOrder rowOrder = Proto.RowOrder.TopDown, uint size = 256,
             string model = "", string modelVersion = "")
         {
             var request = new Proto.GenerateRequest

@@ -26,8 +26,8 @@ namespace MoeAvatar.Client
         [Tooltip("Negative: let the server pick a seed (no caching then).")]
         [SerializeField] private long seed = -1;
         [SerializeField, Range(0f, 2f)] private float psi = 0.7f;
-        [Tooltip("Edge length in pixels; 0 = the model's native resolution.")]
-        [SerializeField] private int size = 0;
+        [Tooltip("Edge length in pixels (256: through the model's upscaler where it has one); 0 = the model's native resolution.")]
+        [SerializeField] private int size = 256;
         [Tooltip("Raw RGBA8, bottom-up: no PNG decode on the device, 4x the bytes on the wire.")]
         [SerializeField] private bool rawRgba = false;
         [SerializeField] private FilterMode filterMode = FilterMode.Bilinear;

@@ -27,6 +27,7 @@ class ResizeFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESIZE_FILTER_BILINEAR: _ClassVar[ResizeFilter]
     RESIZE_FILTER_BICUBIC: _ClassVar[ResizeFilter]
     RESIZE_FILTER_LANCZOS: _ClassVar[ResizeFilter]
+    RESIZE_FILTER_MODEL: _ClassVar[ResizeFilter]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,7 @@ RESIZE_FILTER_NEAREST: ResizeFilter
 RESIZE_FILTER_BILINEAR: ResizeFilter
 RESIZE_FILTER_BICUBIC: ResizeFilter
 RESIZE_FILTER_LANCZOS: ResizeFilter
+RESIZE_FILTER_MODEL: ResizeFilter
 STAGE_UNSPECIFIED: Stage
 STAGE_QUEUED: Stage
 STAGE_ENCODING_TEXT: Stage
@@ -278,7 +280,7 @@ class AttributeValues(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "resolution", "embed_dim", "z_dim", "context_length", "precision", "created", "exporter", "attributes", "is_default", "execution_provider", "manifest_json")
+    __slots__ = ("name", "version", "resolution", "embed_dim", "z_dim", "context_length", "precision", "created", "exporter", "attributes", "is_default", "execution_provider", "manifest_json", "upscaled_resolution")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +301,7 @@ class ModelInfo(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    UPSCALED_RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     resolution: int
@@ -312,4 +315,5 @@ class ModelInfo(_message.Message):
     is_default: bool
     execution_provider: str
     manifest_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., resolution: _Optional[int] = ..., embed_dim: _Optional[int] = ..., z_dim: _Optional[int] = ..., context_length: _Optional[int] = ..., precision: _Optional[str] = ..., created: _Optional[str] = ..., exporter: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., is_default: _Optional[bool] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    upscaled_resolution: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., resolution: _Optional[int] = ..., embed_dim: _Optional[int] = ..., z_dim: _Optional[int] = ..., context_length: _Optional[int] = ..., precision: _Optional[str] = ..., created: _Optional[str] = ..., exporter: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., is_default: _Optional[bool] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., upscaled_resolution: _Optional[int] = ...) -> None: ...

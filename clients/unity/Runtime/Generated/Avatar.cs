@@ -74,40 +74,41 @@ namespace MoeAvatar.V1 {
             "IAEoCSITChFMaXN0TW9kZWxzUmVxdWVzdCJUChJMaXN0TW9kZWxzUmVzcG9u",
             "c2USJwoGbW9kZWxzGAEgAygLMhcubW9lYXZhdGFyLnYxLk1vZGVsSW5mbxIV",
             "Cg1kZWZhdWx0X21vZGVsGAIgASgJIiEKD0F0dHJpYnV0ZVZhbHVlcxIOCgZ2",
-            "YWx1ZXMYASADKAkihAMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3Zl",
+            "YWx1ZXMYASADKAkioQMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3Zl",
             "cnNpb24YAiABKAkSEgoKcmVzb2x1dGlvbhgDIAEoDRIRCgllbWJlZF9kaW0Y",
             "BCABKA0SDQoFel9kaW0YBSABKA0SFgoOY29udGV4dF9sZW5ndGgYBiABKA0S",
             "EQoJcHJlY2lzaW9uGAcgASgJEg8KB2NyZWF0ZWQYCCABKAkSEAoIZXhwb3J0",
             "ZXIYCSABKAkSOwoKYXR0cmlidXRlcxgKIAMoCzInLm1vZWF2YXRhci52MS5N",
             "b2RlbEluZm8uQXR0cmlidXRlc0VudHJ5EhIKCmlzX2RlZmF1bHQYCyABKAgS",
             "GgoSZXhlY3V0aW9uX3Byb3ZpZGVyGAwgASgJEhUKDW1hbmlmZXN0X2pzb24Y",
-            "DSABKAkaUAoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1",
-            "ZRgCIAEoCzIdLm1vZWF2YXRhci52MS5BdHRyaWJ1dGVWYWx1ZXM6AjgBKnoK",
-            "DVRleHR1cmVGb3JtYXQSHgoaVEVYVFVSRV9GT1JNQVRfVU5TUEVDSUZJRUQQ",
-            "ABIWChJURVhUVVJFX0ZPUk1BVF9QTkcQARIYChRURVhUVVJFX0ZPUk1BVF9S",
-            "R0JBOBACEhcKE1RFWFRVUkVfRk9STUFUX1dFQlAQAypWCghSb3dPcmRlchIZ",
-            "ChVST1dfT1JERVJfVU5TUEVDSUZJRUQQABIWChJST1dfT1JERVJfVE9QX0RP",
-            "V04QARIXChNST1dfT1JERVJfQk9UVE9NX1VQEAIqmgEKDFJlc2l6ZUZpbHRl",
-            "chIdChlSRVNJWkVfRklMVEVSX1VOU1BFQ0lGSUVEEAASGQoVUkVTSVpFX0ZJ",
-            "TFRFUl9ORUFSRVNUEAESGgoWUkVTSVpFX0ZJTFRFUl9CSUxJTkVBUhACEhkK",
-            "FVJFU0laRV9GSUxURVJfQklDVUJJQxADEhkKFVJFU0laRV9GSUxURVJfTEFO",
-            "Q1pPUxAEKo8BCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNU",
-            "QUdFX1FVRVVFRBABEhcKE1NUQUdFX0VOQ09ESU5HX1RFWFQQAhIUChBTVEFH",
-            "RV9HRU5FUkFUSU5HEAMSEQoNU1RBR0VfU0NPUklORxAEEhsKF1NUQUdFX0VO",
-            "Q09ESU5HX1RFWFRVUkVTEAUy4AMKDUF2YXRhclNlcnZpY2USSwoIR2VuZXJh",
-            "dGUSHS5tb2VhdmF0YXIudjEuR2VuZXJhdGVSZXF1ZXN0Gh4ubW9lYXZhdGFy",
-            "LnYxLkdlbmVyYXRlUmVzcG9uc2UwARJRCgtJbnRlcnBvbGF0ZRIgLm1vZWF2",
-            "YXRhci52MS5JbnRlcnBvbGF0ZVJlcXVlc3QaHi5tb2VhdmF0YXIudjEuR2Vu",
-            "ZXJhdGVSZXNwb25zZTABEkEKBEVkaXQSGS5tb2VhdmF0YXIudjEuRWRpdFJl",
-            "cXVlc3QaGi5tb2VhdmF0YXIudjEuRWRpdFJlc3BvbnNlKAEwARJPCgpFbmNv",
-            "ZGVUZXh0Eh8ubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXF1ZXN0GiAubW9l",
-            "YXZhdGFyLnYxLkVuY29kZVRleHRSZXNwb25zZRJKCgxHZXRNb2RlbEluZm8S",
-            "IS5tb2VhdmF0YXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoXLm1vZWF2YXRh",
-            "ci52MS5Nb2RlbEluZm8STwoKTGlzdE1vZGVscxIfLm1vZWF2YXRhci52MS5M",
-            "aXN0TW9kZWxzUmVxdWVzdBogLm1vZWF2YXRhci52MS5MaXN0TW9kZWxzUmVz",
-            "cG9uc2VCZQoQZGV2Lm1vZWF2YXRhci52MVABWkBnaXRodWIuY29tL21vZS1h",
-            "dmF0YXIvbW9lLWF2YXRhci9nZW4vZ28vbW9lYXZhdGFyL3YxO21vZWF2YXRh",
-            "cnYxqgIMTW9lQXZhdGFyLlYxYgZwcm90bzM="));
+            "DSABKAkSGwoTdXBzY2FsZWRfcmVzb2x1dGlvbhgOIAEoDRpQCg9BdHRyaWJ1",
+            "dGVzRW50cnkSCwoDa2V5GAEgASgJEiwKBXZhbHVlGAIgASgLMh0ubW9lYXZh",
+            "dGFyLnYxLkF0dHJpYnV0ZVZhbHVlczoCOAEqegoNVGV4dHVyZUZvcm1hdBIe",
+            "ChpURVhUVVJFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhYKElRFWFRVUkVfRk9S",
+            "TUFUX1BORxABEhgKFFRFWFRVUkVfRk9STUFUX1JHQkE4EAISFwoTVEVYVFVS",
+            "RV9GT1JNQVRfV0VCUBADKlYKCFJvd09yZGVyEhkKFVJPV19PUkRFUl9VTlNQ",
+            "RUNJRklFRBAAEhYKElJPV19PUkRFUl9UT1BfRE9XThABEhcKE1JPV19PUkRF",
+            "Ul9CT1RUT01fVVAQAiqzAQoMUmVzaXplRmlsdGVyEh0KGVJFU0laRV9GSUxU",
+            "RVJfVU5TUEVDSUZJRUQQABIZChVSRVNJWkVfRklMVEVSX05FQVJFU1QQARIa",
+            "ChZSRVNJWkVfRklMVEVSX0JJTElORUFSEAISGQoVUkVTSVpFX0ZJTFRFUl9C",
+            "SUNVQklDEAMSGQoVUkVTSVpFX0ZJTFRFUl9MQU5DWk9TEAQSFwoTUkVTSVpF",
+            "X0ZJTFRFUl9NT0RFTBAFKo8BCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklF",
+            "RBAAEhAKDFNUQUdFX1FVRVVFRBABEhcKE1NUQUdFX0VOQ09ESU5HX1RFWFQQ",
+            "AhIUChBTVEFHRV9HRU5FUkFUSU5HEAMSEQoNU1RBR0VfU0NPUklORxAEEhsK",
+            "F1NUQUdFX0VOQ09ESU5HX1RFWFRVUkVTEAUy4AMKDUF2YXRhclNlcnZpY2US",
+            "SwoIR2VuZXJhdGUSHS5tb2VhdmF0YXIudjEuR2VuZXJhdGVSZXF1ZXN0Gh4u",
+            "bW9lYXZhdGFyLnYxLkdlbmVyYXRlUmVzcG9uc2UwARJRCgtJbnRlcnBvbGF0",
+            "ZRIgLm1vZWF2YXRhci52MS5JbnRlcnBvbGF0ZVJlcXVlc3QaHi5tb2VhdmF0",
+            "YXIudjEuR2VuZXJhdGVSZXNwb25zZTABEkEKBEVkaXQSGS5tb2VhdmF0YXIu",
+            "djEuRWRpdFJlcXVlc3QaGi5tb2VhdmF0YXIudjEuRWRpdFJlc3BvbnNlKAEw",
+            "ARJPCgpFbmNvZGVUZXh0Eh8ubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXF1",
+            "ZXN0GiAubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXNwb25zZRJKCgxHZXRN",
+            "b2RlbEluZm8SIS5tb2VhdmF0YXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoX",
+            "Lm1vZWF2YXRhci52MS5Nb2RlbEluZm8STwoKTGlzdE1vZGVscxIfLm1vZWF2",
+            "YXRhci52MS5MaXN0TW9kZWxzUmVxdWVzdBogLm1vZWF2YXRhci52MS5MaXN0",
+            "TW9kZWxzUmVzcG9uc2VCZQoQZGV2Lm1vZWF2YXRhci52MVABWkBnaXRodWIu",
+            "Y29tL21vZS1hdmF0YXIvbW9lLWF2YXRhci9nZW4vZ28vbW9lYXZhdGFyL3Yx",
+            "O21vZWF2YXRhcnYxqgIMTW9lQXZhdGFyLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::MoeAvatar.V1.TextureFormat), typeof(global::MoeAvatar.V1.RowOrder), typeof(global::MoeAvatar.V1.ResizeFilter), typeof(global::MoeAvatar.V1.Stage), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -131,7 +132,7 @@ namespace MoeAvatar.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ListModelsRequest), global::MoeAvatar.V1.ListModelsRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ListModelsResponse), global::MoeAvatar.V1.ListModelsResponse.Parser, new[]{ "Models", "DefaultModel" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.AttributeValues), global::MoeAvatar.V1.AttributeValues.Parser, new[]{ "Values" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ModelInfo), global::MoeAvatar.V1.ModelInfo.Parser, new[]{ "Name", "Version", "Resolution", "EmbedDim", "ZDim", "ContextLength", "Precision", "Created", "Exporter", "Attributes", "IsDefault", "ExecutionProvider", "ManifestJson" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, })
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ModelInfo), global::MoeAvatar.V1.ModelInfo.Parser, new[]{ "Name", "Version", "Resolution", "EmbedDim", "ZDim", "ContextLength", "Precision", "Created", "Exporter", "Attributes", "IsDefault", "ExecutionProvider", "ManifestJson", "UpscaledResolution" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, })
           }));
     }
     #endregion
@@ -177,7 +178,8 @@ namespace MoeAvatar.V1 {
 
   public enum ResizeFilter {
     /// <summary>
-    /// Same as RESIZE_FILTER_LANCZOS.
+    /// The default: MODEL when the model has an upscaler (ModelInfo.upscaled_resolution > 0),
+    /// otherwise LANCZOS.
     /// </summary>
     [pbr::OriginalName("RESIZE_FILTER_UNSPECIFIED")] Unspecified = 0,
     /// <summary>
@@ -187,6 +189,13 @@ namespace MoeAvatar.V1 {
     [pbr::OriginalName("RESIZE_FILTER_BILINEAR")] Bilinear = 2,
     [pbr::OriginalName("RESIZE_FILTER_BICUBIC")] Bicubic = 3,
     [pbr::OriginalName("RESIZE_FILTER_LANCZOS")] Lanczos = 4,
+    /// <summary>
+    /// The model's learned upscaler (crisp at game-texture sizes): sizes above the native
+    /// resolution go through it, then are resampled with Lanczos to the exact size asked for.
+    /// Sizes at or below native, and models without an upscaler, use LANCZOS (the
+    /// TextureHeader says which was applied).
+    /// </summary>
+    [pbr::OriginalName("RESIZE_FILTER_MODEL")] Model = 5,
   }
 
   /// <summary>
@@ -302,8 +311,8 @@ namespace MoeAvatar.V1 {
     private global::MoeAvatar.V1.ResizeFilter filter_ = global::MoeAvatar.V1.ResizeFilter.Unspecified;
     /// <summary>
     /// Resampling filter used when `size` differs from the native resolution. Default
-    /// LANCZOS. The TextureHeader reports the filter actually applied (UNSPECIFIED when
-    /// no resampling happened).
+    /// MODEL when the model has an upscaler, else LANCZOS. The TextureHeader reports the
+    /// filter actually applied (UNSPECIFIED when no resampling happened).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -6350,6 +6359,7 @@ namespace MoeAvatar.V1 {
       isDefault_ = other.isDefault_;
       executionProvider_ = other.executionProvider_;
       manifestJson_ = other.manifestJson_;
+      upscaledResolution_ = other.upscaledResolution_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6539,6 +6549,22 @@ namespace MoeAvatar.V1 {
       }
     }
 
+    /// <summary>Field number for the "upscaled_resolution" field.</summary>
+    public const int UpscaledResolutionFieldNumber = 14;
+    private uint upscaledResolution_;
+    /// <summary>
+    /// Output resolution of the model's learned upscaler (RESIZE_FILTER_MODEL), e.g. 256;
+    /// 0 when the model has none.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint UpscaledResolution {
+      get { return upscaledResolution_; }
+      set {
+        upscaledResolution_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6567,6 +6593,7 @@ namespace MoeAvatar.V1 {
       if (IsDefault != other.IsDefault) return false;
       if (ExecutionProvider != other.ExecutionProvider) return false;
       if (ManifestJson != other.ManifestJson) return false;
+      if (UpscaledResolution != other.UpscaledResolution) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6587,6 +6614,7 @@ namespace MoeAvatar.V1 {
       if (IsDefault != false) hash ^= IsDefault.GetHashCode();
       if (ExecutionProvider.Length != 0) hash ^= ExecutionProvider.GetHashCode();
       if (ManifestJson.Length != 0) hash ^= ManifestJson.GetHashCode();
+      if (UpscaledResolution != 0) hash ^= UpscaledResolution.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6654,6 +6682,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(106);
         output.WriteString(ManifestJson);
       }
+      if (UpscaledResolution != 0) {
+        output.WriteRawTag(112);
+        output.WriteUInt32(UpscaledResolution);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6713,6 +6745,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(106);
         output.WriteString(ManifestJson);
       }
+      if (UpscaledResolution != 0) {
+        output.WriteRawTag(112);
+        output.WriteUInt32(UpscaledResolution);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6759,6 +6795,9 @@ namespace MoeAvatar.V1 {
       }
       if (ManifestJson.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(ManifestJson);
+      }
+      if (UpscaledResolution != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(UpscaledResolution);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6808,6 +6847,9 @@ namespace MoeAvatar.V1 {
       }
       if (other.ManifestJson.Length != 0) {
         ManifestJson = other.ManifestJson;
+      }
+      if (other.UpscaledResolution != 0) {
+        UpscaledResolution = other.UpscaledResolution;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6876,6 +6918,10 @@ namespace MoeAvatar.V1 {
             ManifestJson = input.ReadString();
             break;
           }
+          case 112: {
+            UpscaledResolution = input.ReadUInt32();
+            break;
+          }
         }
       }
     #endif
@@ -6941,6 +6987,10 @@ namespace MoeAvatar.V1 {
           }
           case 106: {
             ManifestJson = input.ReadString();
+            break;
+          }
+          case 112: {
+            UpscaledResolution = input.ReadUInt32();
             break;
           }
         }

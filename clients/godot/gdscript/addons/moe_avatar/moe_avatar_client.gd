@@ -58,7 +58,7 @@ func is_busy() -> bool:
 
 ## A GenerateRequest in proto JSON. avatar_seed < 0 and psi < 0 leave the choice to the server.
 func build_request_body(prompt: String, count: int = 1, avatar_seed: int = -1, psi: float = -1.0,
-		format: String = FORMAT_PNG, size: int = 0, model: String = "", model_version: String = "") -> Dictionary:
+		format: String = FORMAT_PNG, size: int = 256, model: String = "", model_version: String = "") -> Dictionary:
 	var body := {
 		"prompt": prompt,
 		"count": count,
