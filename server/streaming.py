@@ -10,16 +10,19 @@ at the texture-encoding threads.
 * **FairEncoder.** The encoding threads take clients in turn (round robin over the
   clients with work waiting), not first come first served, so a client with a hundred
   jobs queued delays another client's job by at most one job per client ahead of it.
-  Jobs cannot be pre-empted, and a 1024 px lossless WebP takes about a second while a
-  64 px PNG takes milliseconds, so heavy jobs may use all threads but one: a light job
-  never waits behind heavy ones.
+  A client is a connection (the peer address with its port): calls multiplexed on one
+  HTTP/2 connection share its turn. Jobs cannot be pre-empted, and a 1024 px lossless
+  WebP takes about a second while a 64 px PNG takes milliseconds, so heavy jobs may use
+  all threads but one, and a light job never waits behind heavy ones (not even its own
+  client's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -70,12 +73,18 @@ class _Job:
 
 
 class FairEncoder:
-    """Runs blocking jobs on `workers` threads, taking the clients with waiting jobs in turn."""
+    """Runs blocking jobs on `workers` threads, taking the clients with waiting jobs in turn.
+
+    The threads are its own: a job is handed over only when a thread is free, so it starts
+    at once (concurrent.futures' pool may queue a job behind busy threads while one of its
+    threads counts as idle, which held light jobs up for a whole heavy encode)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.heavy_slots = max(1, workers - 1)  # one thread stays free for light jobs
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="encode")
+        self._handover: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"encode-{i}", daemon=True).start()
         self._waiting: collections.OrderedDict[str, collections.deque[_Job]] = collections.OrderedDict()
         self._running = 0
         self._running_heavy = 0
@@ -99,14 +108,28 @@ class FairEncoder:
                     del self._waiting[client]
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self.workers):
+            self._handover.put(None)
+
+    def _work(self) -> None:
+        """One encoding thread: run what is handed over, report back on the job's loop."""
+        while (item := self._handover.get()) is not None:
+            job, loop = item
+            try:
+                outcome: tuple[Any, BaseException | None] = (job.fn(*job.args), None)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting coroutine
+                outcome = (None, e)
+            _call_soon(loop, self._finished, job, outcome)
 
     def _next(self) -> _Job | None:
-        """The first client in turn whose oldest job may run now; that client goes last."""
+        """The first client in turn with a job that may run now (its oldest, or while heavy jobs
+        fill their threads its oldest light one); that client goes last."""
+        heavy_full = self._running_heavy >= self.heavy_slots
         for client, queue in self._waiting.items():
-            if queue[0].heavy and self._running_heavy >= self.heavy_slots:
+            job = next((j for j in queue if not (j.heavy and heavy_full)), None)
+            if job is None:
                 continue
-            job = queue.popleft()
+            queue.remove(job)
             if queue:
                 self._waiting.move_to_end(client)
             else:
@@ -121,19 +144,17 @@ class FairEncoder:
                 continue
             self._running += 1
             self._running_heavy += job.heavy
-            done = self._pool.submit(job.fn, *job.args)
-            done.add_done_callback(lambda f, job=job: _call_soon(loop, self._finished, job, f))
+            self._handover.put((job, loop))
 
-    def _finished(self, job: _Job, result: concurrent.futures.Future) -> None:
+    def _finished(self, job: _Job, outcome: tuple[Any, BaseException | None]) -> None:
         self._running -= 1
         self._running_heavy -= job.heavy
+        result, error = outcome
         if not job.future.done():
-            if result.cancelled():
-                job.future.cancel()
-            elif (error := result.exception()) is not None:
+            if error is not None:
                 job.future.set_exception(error)
             else:
-                job.future.set_result(result.result())
+                job.future.set_result(result)
         self._dispatch()
 
 

@@ -11,8 +11,10 @@ import pathlib
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -21,7 +23,7 @@ import pytest
 from moe_avatar.server.bundle import BundleError, sha256_file
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import REPO_ROOT, free_port, running_server
+from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
 # --- bundles: checked against their graphs, warmed up, refused in one line ----------------
 
@@ -51,7 +53,7 @@ def _broken(model_repo: pathlib.Path, tmp_path: pathlib.Path, how: str) -> pathl
 BROKEN = [  # how, the file and the field the one line must name
     ("z_dim", "generator.onnx", "z_dim"),
     ("context_length", "text_encoder.onnx", "context_length"),
-    ("resolution", "generator.onnx", "resolution"),
+    ("resolution", "manifest.json", "resolution"),
     ("embed_dim", "text_encoder.onnx", "embed_dim"),
     ("attributes", "manifest.json", "attributes"),
     ("invalid onnx", "generator.onnx", "files.generator"),
@@ -139,7 +141,7 @@ def _steady(read, settle: float = 1.0, timeout: float = 60.0):
 @contextlib.contextmanager
 def _unread_streams(target: str, count: int, request):
     """`count` streams, each on its own connection, read up to their first message only."""
-    channels = [grpc.insecure_channel(target) for _ in range(count)]
+    channels = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
     streams = [pb_grpc.AvatarServiceStub(c).Interpolate(request, timeout=300) for c in channels]
     try:
         for s in streams:
@@ -344,3 +346,74 @@ def test_out_of_file_descriptors_logs_rarely_and_grpc_keeps_serving(model_repo):
     lines = err.splitlines()
     assert all(json.loads(line) for line in lines)
     assert sum("connection cap" in line or "cannot accept" in line for line in lines) <= 2
+
+
+# --- slow: the figures in tests/RELIABILITY.md ---------------------------------------------
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def _small_call_seconds(stub, calls: int) -> list[float]:
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        kinds = [m.WhichOneof("event") for m in stub.Generate(pb.GenerateRequest(prompt="cat ears", seed=i),
+                                                              timeout=120)]
+        times.append(time.perf_counter() - t0)
+        assert kinds[-1] == "done"
+    return times
+
+
+@pytest.mark.slow
+def test_small_call_p99_during_a_flood_of_big_calls_is_at_most_5x_idle(model_repo):
+    """One client floods with 4 concurrent `count 16, size 1024, WebP` calls (on one connection);
+    another client's 64 px count-1 calls keep a p99 within 5x of their idle p99."""
+    big = pb.GenerateRequest(prompt="pink twin tails", count=16, seed=1,
+                             output=pb.OutputOptions(size=1024, format=pb.TEXTURE_FORMAT_WEBP))
+    own = [("grpc.use_local_subchannel_pool", 1)]  # two channels, two connections (not one shared)
+    with subprocess_server(model_repo) as s, grpc.insecure_channel(s.target, options=own) as mine, \
+            grpc.insecure_channel(s.target, options=own) as theirs:
+        small = pb_grpc.AvatarServiceStub(mine)
+        _small_call_seconds(small, 10)  # warm
+        idle = _small_call_seconds(small, 100)
+        flooder = pb_grpc.AvatarServiceStub(theirs)
+        stop = threading.Event()
+        finished = []
+
+        def flood() -> None:
+            while not stop.is_set():
+                finished.append(sum(m.HasField("texture") for m in flooder.Generate(big, timeout=600)))
+
+        threads = [threading.Thread(target=flood) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(3)  # the flood under way: its first textures are encoding
+        busy = _small_call_seconds(small, 100)
+        stop.set()
+        for t in threads:
+            t.join(600)
+    ratio = _p99(busy) / _p99(idle)
+    print(f"\nsmall call p50/p99 idle {statistics.median(idle) * 1000:.1f}/{_p99(idle) * 1000:.1f} ms, during the "
+          f"flood {statistics.median(busy) * 1000:.1f}/{_p99(busy) * 1000:.1f} ms (x{ratio:.2f}); "
+          f"big calls finished meanwhile: {len(finished)}")
+    assert ratio <= 5.0
+
+
+@pytest.mark.slow
+def test_rss_under_4_unread_1024px_interpolate_streams_is_at_most_2x_idle(model_repo):
+    def rss_mb(pid: int) -> float:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        return int(next(l for l in status.splitlines() if l.startswith("VmRSS")).split()[1]) / 1024
+
+    with subprocess_server(model_repo, "--stream-stall-seconds", "0") as s:
+        with grpc.insecure_channel(s.target) as channel:  # one whole call first: buffers warmed
+            list(pb_grpc.AvatarServiceStub(channel).Interpolate(_morph(), timeout=300))
+        time.sleep(1)
+        idle = rss_mb(s.process.pid)
+        with _unread_streams(s.target, 4, _morph()):
+            held = _steady(lambda: round(rss_mb(s.process.pid)), settle=3.0, timeout=120)
+        print(f"\nserver RSS idle {idle:.0f} MB, with 4 unread 64-frame 1024 px RGBA8 Interpolate streams "
+              f"{held:.0f} MB (x{held / idle:.2f})")
+        assert held <= 2 * idle
