@@ -4,6 +4,7 @@ headers. Heavy measurements are `slow`; their figures are in tests/RELIABILITY.m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -417,3 +418,35 @@ def test_rss_under_4_unread_1024px_interpolate_streams_is_at_most_2x_idle(model_
         print(f"\nserver RSS idle {idle:.0f} MB, with 4 unread 64-frame 1024 px RGBA8 Interpolate streams "
               f"{held:.0f} MB (x{held / idle:.2f})")
         assert held <= 2 * idle
+
+
+# --- fair turns at the encoding threads (server/streaming.py) -----------------------------
+
+def test_encoder_takes_clients_in_turn_and_keeps_a_thread_for_light_jobs():
+    from moe_avatar.server.streaming import FairEncoder
+
+    async def scenario() -> tuple[list[str], bool]:
+        encoder = FairEncoder(2)  # heavy jobs may use 1 thread
+        gate = threading.Event()
+        order: list[str] = []
+
+        def job(name: str) -> str:
+            if name == "A-blocking":
+                gate.wait(30)
+            order.append(name)
+            return name
+
+        blocking = asyncio.ensure_future(encoder.run("A", True, job, "A-blocking"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(encoder.run("A", True, job, f"A{i}")) for i in range(3)]
+        queued.append(asyncio.ensure_future(encoder.run("B", True, job, "B0")))
+        await asyncio.sleep(0.05)
+        light = await asyncio.wait_for(encoder.run("C", False, job, "C-light"), 10)  # heavy thread still blocked
+        gate.set()
+        await asyncio.gather(blocking, *queued)
+        encoder.shutdown()
+        return order, light == "C-light"
+
+    order, light_ran = asyncio.run(scenario())
+    assert light_ran and order[0] == "C-light"
+    assert order[1:] == ["A-blocking", "A0", "B0", "A1", "A2"]  # B is not served after all of A's
