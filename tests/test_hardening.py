@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import logging
 import pathlib
 import resource
 import shutil
@@ -450,3 +451,41 @@ def test_encoder_takes_clients_in_turn_and_keeps_a_thread_for_light_jobs():
     order, light_ran = asyncio.run(scenario())
     assert light_ran and order[0] == "C-light"
     assert order[1:] == ["A-blocking", "A0", "B0", "A1", "A2"]  # B is not served after all of A's
+
+
+def test_metrics_speak_tls_when_the_server_does(model_repo, tmp_path):
+    import ssl
+    import urllib.request
+
+    from tls_util import make_certs
+
+    certs = make_certs(tmp_path)
+    port = free_port()
+    with running_server(model_repo, metrics_port=port, tls_cert=certs.server_cert, tls_key=certs.server_key):
+        with pytest.raises(http.client.RemoteDisconnected):
+            _http(port, "GET", "/metrics")  # plain HTTP to a TLS port
+        context = ssl.create_default_context(cafile=certs.ca)
+        with urllib.request.urlopen(f"https://localhost:{port}/metrics", context=context, timeout=30) as answer:
+            assert b"moe_avatar_held_texture_bytes" in answer.read()
+
+
+def test_accept_errors_when_descriptors_run_out_give_one_line():
+    import errno
+
+    from moe_avatar.server.logs import quiet_accept_errors
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("moe_avatar.server")
+    logger.addHandler(handler)
+    loop = asyncio.new_event_loop()
+    try:
+        quiet_accept_errors(loop)
+        for _ in range(1000):  # what asyncio reports for each failed accept()
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(errno.EMFILE, "Too many open files")})
+    finally:
+        loop.close()
+        logger.removeHandler(handler)
+    assert len(records) == 1 and "Too many open files" in records[0].getMessage()
