@@ -11,7 +11,11 @@ Three servers are measured for each concurrency, in turn:
   gRPC nobatch  the same server with --max-batch 1 (micro-batching off).
 Plus once: `offline`, the in-process pipeline with every request submitted at once
 (the batched throughput ceiling the service is compared against).
-Reports p50/p90/p99 latency, avatars/s and errors per cell, and the ratios.
+Reports p50/p90/p99 latency, avatars/s and errors per cell, and the ratios. With
+`--sizes 256`, the batched gRPC server is also measured at each of those texture sizes (PNG,
+the server's default filter: the bundle's upscaler where it has one), and the per-avatar
+cost relative to the native size is reported ("256px cost/native": native avatars/s over
+256 px avatars/s).
 """
 from __future__ import annotations
 
@@ -89,7 +93,7 @@ async def in_process(models: Path, calls: int, concurrency: int, max_batch: int)
         await pipe.stop()
 
 
-async def through_grpc(target: str, calls: int, concurrency: int) -> dict[str, float]:
+async def through_grpc(target: str, calls: int, concurrency: int, size: int = 0) -> dict[str, float]:
     from moeavatar.v1 import avatar_pb2 as pb
     from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
@@ -97,7 +101,8 @@ async def through_grpc(target: str, calls: int, concurrency: int) -> dict[str, f
         stub = pb_grpc.AvatarServiceStub(channel)
 
         async def one(seed: int) -> None:
-            async for _ in stub.Generate(pb.GenerateRequest(prompt=PROMPT, seed=seed), timeout=60):
+            request = pb.GenerateRequest(prompt=PROMPT, seed=seed, output=pb.OutputOptions(size=size))
+            async for _ in stub.Generate(request, timeout=60):
                 pass
 
         return await _drive(one, calls, concurrency)
@@ -124,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--server-arg", action="append", default=[], help="extra moe-avatar-server flag (repeatable)")
+    p.add_argument("--sizes", type=int, nargs="*", default=[], help="also measure the batched gRPC server at these texture sizes (px)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
 
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"concurrency": c, "in_process": asyncio.run(in_process(a.models, a.calls, c, a.max_batch))}
             for name, (_, target) in servers.items():
                 row[name] = asyncio.run(through_grpc(target, a.calls, c))
+            for size in a.sizes:
+                row[f"grpc_{size}px"] = asyncio.run(through_grpc(servers["grpc"][1], a.calls, c, size))
             rows.append(row)
     finally:
         for server, _ in servers.values():
@@ -161,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{nb['p50_ms']:>8.1f} / {nb['p99_ms']:>8.1f} {nb['avatars_per_s']:>7.1f} {nb['errors']:>4} | "
               f"{q['p50_grpc_over_in_process']:>15.2f}x {q['throughput_grpc_over_offline']:>16.2f}x "
               f"{q['throughput_batching_on_over_off']:>11.2f}x")
+        for size in a.sizes:
+            cell = r[f"grpc_{size}px"]
+            q[f"cost_{size}px_over_native"] = gr["avatars_per_s"] / max(cell["avatars_per_s"], 1e-9)
+            print(f"{'':>5} | gRPC {size} px PNG: p50/p99 {cell['p50_ms']:.1f} / {cell['p99_ms']:.1f} ms, "
+                  f"{cell['avatars_per_s']:.1f} av/s, {cell['errors']} err; {size}px cost/native "
+                  f"{q[f'cost_{size}px_over_native']:.2f}x")
     if a.json:
         a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "offline": offline, "rows": rows}, indent=2) + "\n")
     return 0

@@ -4,7 +4,9 @@
 
 Generates `--avatars` real avatars with the bundle (ONNX Runtime, CPU), then times
 `server.textures.encode` (the function the service runs in its encode thread pool) per
-avatar for PNG / WebP / raw RGBA8 at the native size and upscaled to 256 px (lanczos),
+avatar for PNG / WebP / raw RGBA8 at the native size and at 256 px the way the server makes
+it (the bundle's upscaler where it has one, else Lanczos; the upscaler's own time is
+bench_models.py's),
 single-threaded, as CPU time of the encoding thread (`time.thread_time`, so a busy shared
 machine inflates it far less than wall time; wall time is reported beside it). Then one
 real Generate call per case through an in-process server gives the gRPC payload of a
@@ -21,6 +23,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +44,11 @@ async def _avatars(models: Path, n: int):
     pipe.start()
     try:
         avatars = await pipe.generate_avatars("pink twin tails, cat ears", 1, n, 0.7)
+        images = np.stack([a.image for a in avatars])
+        upscaled = await pipe.upscale(images) if bundle.upscaled_resolution else None
     finally:
         await pipe.stop()
-    return bundle, [a.image for a in avatars]
+    return bundle, images, upscaled
 
 
 async def _wire_bytes(models: Path, fmt: str, size: int) -> tuple[int, int]:
@@ -80,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
 
-    bundle, images = asyncio.run(_avatars(a.models, a.avatars))
-    native = images[0].shape[0]
+    bundle, native_images, upscaled = asyncio.run(_avatars(a.models, a.avatars))
+    images = native_images
+    native = native_images[0].shape[0]
     kinds = {"png": pb.TEXTURE_FORMAT_PNG, "webp": pb.TEXTURE_FORMAT_WEBP, "rgba": pb.TEXTURE_FORMAT_RGBA8}
     rows = []
     for size in a.sizes:
         for fmt in FORMATS:
-            spec = textures.OutputSpec(format=kinds[fmt], size=size)
+            spec = textures.resolve_filter(textures.OutputSpec(format=kinds[fmt], size=size), native,
+                                           bundle.upscaled_resolution)
+            images = upscaled if spec.filter == pb.RESIZE_FILTER_MODEL else native_images
             textures.encode(images[0], spec)  # warm-up
             cpu, wall = [], []
             for _ in range(a.repeats):
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             texture_bytes = statistics.mean(len(e.data) for e in encoded)
             wire, wire_texture = asyncio.run(_wire_bytes(a.models, fmt, size))
             px = size or native
-            rows.append({"format": fmt, "size": px, "encode_cpu_ms": statistics.median(cpu) * 1000,
+            rows.append({"format": fmt, "size": px, "filter": pb.ResizeFilter.Name(spec.filter), "encode_cpu_ms": statistics.median(cpu) * 1000,
                          "encode_wall_ms": statistics.median(wall) * 1000, "texture_bytes": texture_bytes,
                          "stream_bytes": wire, "stream_overhead_bytes": wire - wire_texture})
             print(f"{fmt:>5} {px:>4} px: {rows[-1]['encode_cpu_ms']:.3f} CPU ms/avatar, "

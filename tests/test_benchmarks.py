@@ -33,15 +33,35 @@ def test_bench_models_reports_every_graph_and_batch(tiny_bundle: Path, tmp_path:
                 "--batches", "1", "4", "--seconds", "0.05", "--json", str(out))
     result = json.loads(out.read_text())
     cells = {(r["graph"], r["batch"]) for r in result["rows"]}
-    assert cells == {(g, b) for g in ("text_encoder", "generator", "image_encoder") for b in (1, 4)}
+    assert cells == {(g, b) for g in ("text_encoder", "generator", "image_encoder", "upscaler") for b in (1, 4)}
     assert all(r["ort_ms"] > 0 and r["torch_ms"] > 0 for r in result["rows"])
     assert result["matmul_gflops"] > 0 and result["generator_mflops_per_image"] > 0
+    assert result["mflops_per_image"]["upscaler"] > 0
     assert "% of measured matmul" in proc.stdout
+
+
+def test_bench_models_runs_without_checkpoints(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A fresh clone has no checkpoints: ORT columns for every graph, PyTorch for the upscaler
+    (rebuilt from the bundle's own ONNX weights), and the script says what it skipped."""
+    pytest.importorskip("torch", reason="the PyTorch columns need the train extra")
+    import shutil
+
+    bundle = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["source"] = {}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "models.json"
+    proc = _run("bench_models.py", "--bundle", str(bundle), "--batches", "2", "--seconds", "0.05", "--json", str(out))
+    rows = {r["graph"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"text_encoder", "generator", "image_encoder", "upscaler"}
+    assert "torch_ms" not in rows["generator"] and rows["upscaler"]["torch_ms"] > 0
+    assert "skipped (no checkpoints; pass --clip and --gan)" in proc.stdout
 
 
 def test_bench_service_compares_grpc_in_process_and_no_batching(model_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "service.json"
-    _run("bench_service.py", "--models", str(model_repo), "--calls", "6", "--concurrency", "1", "3",
+    _run("bench_service.py", "--models", str(model_repo), "--calls", "6", "--concurrency", "1", "3", "--sizes", "256",
          "--json", str(out))
     result = json.loads(out.read_text())
     assert [r["concurrency"] for r in result["rows"]] == [1, 3]
@@ -49,7 +69,8 @@ def test_bench_service_compares_grpc_in_process_and_no_batching(model_repo: Path
         for cell in ("in_process", "grpc", "grpc_nobatch"):
             assert row[cell]["errors"] == 0 and row[cell]["avatars_per_s"] > 0, (cell, row[cell])
         assert set(row["ratios"]) == {"p50_grpc_over_in_process", "throughput_grpc_over_offline",
-                                      "throughput_batching_on_over_off"}
+                                      "throughput_batching_on_over_off", "cost_256px_over_native"}
+        assert row["grpc_256px"]["errors"] == 0 and row["grpc_256px"]["avatars_per_s"] > 0
     assert result["offline"]["errors"] == 0
 
 
