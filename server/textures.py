@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -17,6 +18,10 @@ from PIL import Image
 from moeavatar.v1 import avatar_pb2 as pb
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: every message stays far below gRPC's 4 MB default limit
+# PNG: zlib level 1 with the run-length strategy, Pillow's per-row filter choice kept. On the
+# avatars' flat colours it is within 2% of level 6's size at a fifth of its time (256 px:
+# 4.6 vs 21.9 ms CPU, 71.8 vs 70.9 KiB; benchmarks/bench_png.py). Lossless either way.
+PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 FILTERS = {
     pb.RESIZE_FILTER_NEAREST: Image.Resampling.NEAREST,
@@ -78,7 +83,7 @@ def encode(image: np.ndarray, spec: OutputSpec) -> EncodedTexture:
         if spec.format == pb.TEXTURE_FORMAT_WEBP:
             pil.save(buf, "WEBP", lossless=True, exact=True, quality=80)
         else:
-            pil.save(buf, "PNG", compress_level=6)
+            pil.save(buf, "PNG", **PNG_OPTIONS)
         data = buf.getvalue()
     return EncodedTexture(data=data, width=pil.width, height=pil.height, format=spec.format,
                           row_order=spec.row_order, resize_filter=applied_filter,
