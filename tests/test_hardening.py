@@ -21,6 +21,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from moe_avatar.server.bundle import BundleError, sha256_file
 from moeavatar.v1 import avatar_pb2 as pb
@@ -489,3 +490,19 @@ def test_accept_errors_when_descriptors_run_out_give_one_line():
         loop.close()
         logger.removeHandler(handler)
     assert len(records) == 1 and "Too many open files" in records[0].getMessage()
+
+
+def test_stalled_bridge_stream_is_cut_too(model_repo):
+    with _bridge(model_repo, stream_stall_seconds=1.0, http_header_timeout=30.0) as s:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: writes block
+        sock.connect(("127.0.0.1", s.server.http_port))
+        body = json.dumps(json_format.MessageToDict(_morph())).encode()
+        sock.sendall(b"POST /v1/interpolate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        try:
+            _wait_for(lambda: _metric(s, "moe_avatar_requests_total", method="Interpolate",
+                                      code="DEADLINE_EXCEEDED") == 1, what="the bridge stream cut")
+            _wait_for(lambda: s.server.service.budget.held == 0, what="textures released")
+        finally:
+            sock.close()
