@@ -189,3 +189,16 @@ def test_bundle_without_upscaler_stays_valid_and_a_half_one_is_refused(exported:
         load_bundle(copy)
     with pytest.raises(ExportError, match="upscaler"):
         verify_bundle(copy, log=lambda *_: None)
+
+
+def test_eval_figures_known_answers() -> None:
+    from moe_avatar.training.eval_upscaler import box_down, edge_contrast
+
+    flat = np.full((1, 8, 8, 4), 200, np.uint8)
+    flat[..., 3] = 255
+    assert edge_contrast(flat) == 0.0
+    stripes = flat.copy()
+    stripes[:, :, ::2, :3] = 100  # every other column 100 levels darker: 100 across, 0 down
+    assert edge_contrast(stripes) == pytest.approx(50.0)
+    lo = box_down(np.repeat(np.repeat(stripes, 4, 1), 4, 2), 4)
+    assert np.array_equal(lo, stripes)
