@@ -251,6 +251,55 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
     return report
 
 
+def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 17, log=print) -> dict[str, Any]:
+    """Export an upscaler checkpoint into an existing bundle, leaving every other file as it is:
+    upscaler.onnx (its weights stored like the bundle's), its parity on the bundle's own
+    generator drawings (ONNX Runtime), and the manifest's upscaler entries and `version`."""
+    checked = load_bundle(bundle)
+    if checked.upscaled_resolution:
+        raise ExportError(f"{bundle}: already has an upscaler")
+    up, up_cfg, _ = load_upscaler_checkpoint(upscaler_ckpt)
+    res, precision = checked.resolution, checked.precision
+    upscaled = res * up.cfg.scale
+    spec = graph_specs(checked.context_length, checked.embed_dim, checked.z_dim, res, upscaled)["upscaler"]
+    path = bundle / OPTIONAL_GRAPH_FILES["upscaler"]
+    export_graph(UpscalerGraph(up), (torch.zeros(2, res, res, 4, dtype=torch.uint8),), spec, path, opset)
+    if precision == "fp16":
+        store_weights_fp16(path)
+    _check_onnx(path)
+    report = ParityReport()
+    gen = _session(checked.path("generator"))
+    for batch in (1, 5):
+        z = noise_from_seeds(list(range(7, 7 + batch)), checked.z_dim)
+        emb = np.random.default_rng(batch).standard_normal((batch, checked.embed_dim)).astype(np.float32)
+        images = gen.run(None, {"z": z, "text_embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True),
+                                "psi": np.ones(batch, np.float32)})[0]
+        with torch.no_grad():
+            ref = UpscalerGraph(up)(torch.from_numpy(images)).numpy()
+        err = np.abs(ref.astype(np.int16) - _session(path).run(None, {"image": images})[0].astype(np.int16)).max()
+        limit = TOLERANCES[precision]["image_levels"]
+        report.rows.append({"graph": "upscaler", "batch": batch, "max_abs_err": float(err), "tolerance": limit,
+                            "ok": bool(err <= limit)})
+        report.ok &= bool(err <= limit)
+    log(report.table())
+    if not report.ok:
+        path.unlink()
+        raise ExportError(f"parity check failed for {path}; see the table above")
+    manifest = dict(checked.manifest)
+    manifest["version"] = version
+    manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
+    manifest["training"] = {**manifest.get("training", {}), "upscaler": up_cfg}
+    rows = [r for r in manifest.get("parity", {}).get("rows", []) if r.get("graph") != "upscaler"]
+    manifest["parity"] = {**manifest.get("parity", {}), "rows": rows + report.rows}
+    manifest["source"] = {**manifest.get("source", {}), "upscaler": os.path.relpath(upscaler_ckpt, bundle)}
+    manifest["files"] = {**manifest["files"], "upscaler": {"path": path.name, "sha256": sha256_file(path),
+                                                           "bytes": path.stat().st_size,
+                                                           "inputs": spec.inputs, "outputs": spec.outputs}}
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    load_bundle(bundle)
+    return manifest
+
+
 def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -> None:
     """A Triton model repository (onnxruntime backend, dynamic batching) from a bundle."""
     manifest = load_bundle(bundle).manifest

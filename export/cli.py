@@ -1,4 +1,5 @@
-"""`moe-avatar-export`: checkpoints -> ONNX model bundle, and `moe-avatar-export verify BUNDLE`."""
+"""`moe-avatar-export`: checkpoints -> ONNX model bundle; `moe-avatar-export verify BUNDLE`;
+`moe-avatar-export add-upscaler BUNDLE --upscaler CKPT --version V`."""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
+from moe_avatar.export.bundle import (ExportError, ExportOptions, add_upscaler, export_bundle, verify_bundle,
+                                     write_triton_repository)
 
 
 def _export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="moe-avatar-export", description="Export CLIP + GAN checkpoints to a model bundle "
-                                "(parity-checked). `moe-avatar-export verify BUNDLE` checks an existing bundle.")
+                                "(parity-checked). `moe-avatar-export verify BUNDLE` checks an existing bundle; "
+                                "`moe-avatar-export add-upscaler BUNDLE ...` adds an upscaler to one.")
     p.add_argument("--clip", required=True, type=Path, help="CLIP checkpoint (clip run's checkpoint.pt)")
     p.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (gan run's checkpoint.pt)")
     p.add_argument("--upscaler", type=Path, help="upscaler checkpoint (upscaler run's checkpoint.pt): adds upscaler.onnx, "
@@ -52,11 +55,26 @@ def _verify(argv: list[str]) -> int:
     return 0
 
 
+def _add_upscaler(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="moe-avatar-export add-upscaler", description="Export an upscaler checkpoint into "
+                                "an existing bundle (parity-checked); every other file stays byte for byte.")
+    p.add_argument("bundle", type=Path, help="bundle directory, e.g. models/chibi-64")
+    p.add_argument("--upscaler", required=True, type=Path, help="upscaler checkpoint (upscaler run's checkpoint.pt)")
+    p.add_argument("--version", required=True, help="the bundle's new model version")
+    a = p.parse_args(argv)
+    manifest = add_upscaler(a.bundle, a.upscaler, a.version)
+    print(f"wrote {a.bundle / 'upscaler.onnx'} ({manifest['files']['upscaler']['bytes'] / 1e3:.0f} kB, "
+          f"{manifest['resolution']} -> {manifest['upscaler']['resolution']} px); version {a.version}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] == "verify":
             return _verify(argv[1:])
+        if argv and argv[0] == "add-upscaler":
+            return _add_upscaler(argv[1:])
         return _export(argv)
     except ExportError as exc:
         print(f"moe-avatar-export: error: {exc}", file=sys.stderr)

@@ -202,3 +202,27 @@ def test_eval_figures_known_answers() -> None:
     assert edge_contrast(stripes) == pytest.approx(50.0)
     lo = box_down(np.repeat(np.repeat(stripes, 4, 1), 4, 2), 4)
     assert np.array_equal(lo, stripes)
+
+
+def test_add_upscaler_leaves_every_other_file_as_it_is(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from moe_avatar.export.cli import main as export_main
+    from moe_avatar.server.bundle import load_bundle
+
+    copy = tmp_path / "plain"
+    shutil.copytree(exported, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].pop("upscaler")
+    manifest.pop("upscaler")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "upscaler.onnx").unlink()
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "manifest.json"}
+    ckpt = exported.parent / "tiny-checkpoints" / "upscaler.pt"
+    assert export_main(["add-upscaler", str(copy), "--upscaler", str(ckpt), "--version", "0.0.2"]) == 0
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.name in before} == before
+    bundle = load_bundle(copy)
+    assert (bundle.version, bundle.upscaled_resolution) == ("0.0.2", 256)
+    assert (copy / "upscaler.onnx").read_bytes() == (exported / "upscaler.onnx").read_bytes()
+    assert [r["graph"] for r in bundle.manifest["parity"]["rows"]].count("upscaler") == 2
+    assert export_main(["add-upscaler", str(copy), "--upscaler", str(ckpt), "--version", "0.0.3"]) == 1  # already has one
