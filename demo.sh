@@ -27,6 +27,6 @@ done
 
 mkdir -p "$OUT"
 echo "== generating"
-"$VENV/bin/moe-avatar" --target "127.0.0.1:$PORT" generate "pink twin tails, cat ears, blue eyes" -n 4 --seed 7 -o "$OUT/en"
-"$VENV/bin/moe-avatar" --target "127.0.0.1:$PORT" generate "银发猫耳少女，开心地笑" -n 4 --seed 7 -o "$OUT/zh"
+"$VENV/bin/moe-avatar" --target "127.0.0.1:$PORT" generate "silver hair, cat ears, smiling" -n 4 --seed 7 -o "$OUT/en"
+"$VENV/bin/moe-avatar" --target "127.0.0.1:$PORT" generate "戴墨镜的蓝发少女" -n 4 --seed 7 -o "$OUT/zh"
 echo "== done: avatars are in $(pwd)/$OUT/en and $(pwd)/$OUT/zh"

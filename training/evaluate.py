@@ -203,6 +203,12 @@ def make_sampler(args: argparse.Namespace) -> tuple[Sampler, dict[str, str]]:
             {"checkpoint": _display_path(args.checkpoint)})
 
 
+def picture_prompts(showcase: Path, limit: int = 12) -> list[str]:
+    """The picture's rows: the showcase prompts a model card quotes (examples that are checked)."""
+    rows = [json.loads(line) for line in showcase.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows if any(src.endswith("MODEL_CARD.md") for src in r.get("sources", []))][:limit]
+
+
 def run(args: argparse.Namespace) -> int:
     from moe_avatar.training.judge import load_or_train_judge, predict
     from moe_avatar.training.report import prompt_grid
@@ -226,8 +232,7 @@ def run(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.time() - t_start, 1)
     result["bar"] = check_bar(result)
     (args.out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    free = load_prompts(PROMPT_DIR / "freeform.jsonl")
-    picked = [p.text for p in free if p.lang == "en"][:6] + [p.text for p in free if p.lang == "zh"][:6]
+    picked = picture_prompts(args.showcase)
     prompt_grid(sampler, picked, list(range(8)), args.out / "samples.png", psi=psi)
     (args.out / "samples.txt").write_text("".join(f"{i + 1}. {t}\n" for i, t in enumerate(picked)), encoding="utf-8")
     print(format_table(result))

@@ -7,11 +7,11 @@
 const $ = (id) => document.getElementById(id);
 
 const EXAMPLES = [
-  "pink twin tails, cat ears",
+  "pink hair, twin tails",
   "silver bob, headphones, smiling",
-  "blue hair, glasses, sleepy",
-  "粉色双马尾，猫耳",
-  "戴猫耳的蓝发少女，开心地笑",
+  "blue hair, glasses",
+  "蓝发猫耳少女",
+  "戴墨镜的蓝发少女",
 ];
 const STAGES = {
   STAGE_QUEUED: [0.05, "queued"],

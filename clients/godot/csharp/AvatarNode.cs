@@ -20,7 +20,7 @@ public partial class AvatarNode : Node
     [Signal] public delegate void CancelledEventHandler();
 
     [Export] public string ServerAddress { get; set; } = "http://localhost:50051";
-    [Export(PropertyHint.MultilineText)] public string Prompt { get; set; } = "pink twin tails, cat ears";
+    [Export(PropertyHint.MultilineText)] public string Prompt { get; set; } = "pink hair, twin tails";
     [Export(PropertyHint.Range, "1,16")] public int Count { get; set; } = 1;
     /// <summary>Negative: the server picks a seed.</summary>
     [Export] public long Seed { get; set; } = -1;

@@ -18,7 +18,7 @@ func _init():
 	var host = _env("MOE_AVATAR_HTTP_HOST", "127.0.0.1")
 	var port = int(_env("MOE_AVATAR_HTTP_PORT", "8080"))
 	var body = {
-		"prompt": _env("MOE_AVATAR_PROMPT", "pink twin tails, cat ears"),
+		"prompt": _env("MOE_AVATAR_PROMPT", "pink hair, twin tails"),
 		"count": int(_env("MOE_AVATAR_COUNT", "2")),
 		"seed": _env("MOE_AVATAR_SEED", "7"),  # uint64: a string in proto JSON
 		"output": {"format": "TEXTURE_FORMAT_PNG", "rowOrder": "ROW_ORDER_TOP_DOWN"},

@@ -1,7 +1,7 @@
 """`moe-avatar`: command-line client.
 
-    moe-avatar generate "pink twin tails, cat ears" -n 4 --seed 7 -o out/
-    moe-avatar interpolate "pink twin tails" 1 "silver bob" 2 --frames 8 -o morph/
+    moe-avatar generate "pink hair, twin tails" -n 4 --seed 7 -o out/
+    moe-avatar interpolate "pink hair, twin tails" 1 "silver bob" 2 --frames 8 -o morph/
     moe-avatar info            # models, attribute vocabulary
     moe-avatar health
 """
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     g = sub.add_parser("generate", help="prompt -> avatars")
-    g.add_argument("prompt", help="what to draw, English or Chinese, e.g. 'pink twin tails, cat ears'")
+    g.add_argument("prompt", help="what to draw, English or Chinese, e.g. 'pink hair, twin tails'")
     g.add_argument("-n", "--count", type=int, default=1, help="avatars to generate (default %(default)s)")
     g.add_argument("--seed", type=int, default=None,
                    help="seed of the first avatar (the rest take the next ones); default: random, printed")

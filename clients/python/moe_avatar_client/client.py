@@ -11,7 +11,7 @@
 * TLS (`tls_ca`), mutual TLS (`tls_cert` + `tls_key`) and bearer tokens (`token`).
 
     with AvatarClient("localhost:50051") as c:
-        result = c.generate("pink twin tails, cat ears", count=4, seed=7)
+        result = c.generate("pink hair, twin tails", count=4, seed=7)
         for tex in result.textures:
             open(f"{tex.seed}.png", "wb").write(tex.data)
 """

@@ -64,7 +64,7 @@ namespace MoeAvatar.Client.Editor
         }
 
         private string _server = "http://localhost:50051";
-        private string _prompt = "pink twin tails, cat ears";
+        private string _prompt = "pink hair, twin tails";
         private int _count = 8;
         private bool _fixedSeed;
         private long _seed = 1;

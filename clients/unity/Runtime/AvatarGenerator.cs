@@ -21,7 +21,7 @@ namespace MoeAvatar.Client
         [SerializeField] private float timeoutSeconds = 60f;
 
         [Header("Request")]
-        [SerializeField, TextArea] private string prompt = "pink twin tails, cat ears";
+        [SerializeField, TextArea] private string prompt = "pink hair, twin tails";
         [SerializeField, Range(1, 16)] private int count = 1;
         [Tooltip("Negative: let the server pick a seed (no caching then).")]
         [SerializeField] private long seed = -1;

@@ -601,7 +601,7 @@ namespace MoeAvatar.V1 {
     private string prompt_ = "";
     /// <summary>
     /// What the avatar should look like, UTF-8, English or Chinese, e.g.
-    /// "pink twin tails, cat ears" or "粉色双马尾，猫耳". 1..1000 characters (and at
+    /// "pink hair, twin tails" or "蓝发猫耳少女". 1..1000 characters (and at
     /// most 3000 bytes of UTF-8) after trimming whitespace. Text past the model's
     /// context length is truncated.
     /// </summary>

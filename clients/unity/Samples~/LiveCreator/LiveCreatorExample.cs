@@ -89,7 +89,7 @@ public sealed class LiveCreatorExample : MonoBehaviour
         GameObject field = DefaultControls.CreateInputField(resources);
         Place(field, root, new Vector2(0, 160), new Vector2(480, 40));
         promptField = field.GetComponent<InputField>();
-        promptField.placeholder.GetComponent<Text>().text = "type a prompt: pink twin tails, cat ears";
+        promptField.placeholder.GetComponent<Text>().text = "type a prompt: pink hair, twin tails";
 
         GameObject slider = DefaultControls.CreateSlider(resources);
         Place(slider, root, new Vector2(0, 110), new Vector2(480, 20));

@@ -53,7 +53,7 @@ func _ready() -> void:
 	add_child(_token)
 
 	_prompt = TextEdit.new()
-	_prompt.placeholder_text = "pink twin tails, cat ears / 粉色双马尾，猫耳"
+	_prompt.placeholder_text = "pink hair, twin tails / 蓝发猫耳少女"
 	_prompt.custom_minimum_size = Vector2(0, 60)
 	add_child(_prompt)
 

@@ -16,7 +16,7 @@ extends Node
 ##     var client := MoeAvatarClient.new()
 ##     add_child(client)
 ##     client.completed.connect(func(textures, infos): $Sprite2D.texture = textures[0])
-##     client.generate("pink twin tails, cat ears", 1, 7)
+##     client.generate("pink hair, twin tails", 1, 7)
 
 signal progress(stage: String, elapsed_seconds: float, fraction: float)
 ## One ImageTexture per avatar (best first) and per texture a Dictionary: index, seed (String),
