@@ -116,6 +116,14 @@ def test_cpu_preset_trains_what_the_bundled_model_records() -> None:
         assert cfg["model"] == recorded[stage]["model"], stage
         assert cfg["train"] == recorded[stage]["train"], stage
     assert recorded["gan_step"] == cfg["train"]["steps"]  # the checkpoint exported is the stage's last
+    from dataclasses import asdict
+
+    from moe_avatar.training.train_config import UpscalerTrainConfig, parse_section
+    from moe_avatar.training.upscaler import UpscalerModelConfig
+
+    upscaler = load_config(preset["upscaler"]["config"])  # the bundle's upscaler.onnx, its sections resolved
+    assert asdict(parse_section(UpscalerModelConfig, upscaler["model"], "model")) == recorded["upscaler"]["model"]
+    assert asdict(parse_section(UpscalerTrainConfig, upscaler["train"], "train")) == recorded["upscaler"]["train"]
 
 
 def test_pipeline_test_preset_runs_every_stage(tmp_path: Path) -> None:
