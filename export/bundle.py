@@ -232,14 +232,20 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
     source = checked.manifest.get("source") or {}
     clip_ckpt = clip_ckpt or (bundle / source["clip"] if source.get("clip") else None)
     gan_ckpt = gan_ckpt or (bundle / source["gan"] if source.get("gan") else None)
+    upscaler_ckpt = upscaler_ckpt or (bundle / source["upscaler"] if source.get("upscaler") else None)
     if not (clip_ckpt and gan_ckpt and clip_ckpt.is_file() and gan_ckpt.is_file()):
         log("parity: skipped (source checkpoints not found; pass --clip and --gan)")
+        if checked.upscaled_resolution and upscaler_ckpt and upscaler_ckpt.is_file():
+            report = upscaler_parity(checked, checked.path("upscaler"), load_upscaler_checkpoint(upscaler_ckpt)[0])
+            log(report.table())
+            if not report.ok:
+                raise ExportError(f"{bundle}: upscaler parity check failed")
+            return report
         return None
     clip, _ = load_clip_checkpoint(clip_ckpt)
     g, _, _ = load_gan_checkpoint(gan_ckpt, checked.manifest.get("training", {}).get("generator_weights", "ema"))
     up = None
     if checked.upscaled_resolution:
-        upscaler_ckpt = upscaler_ckpt or (bundle / source["upscaler"] if source.get("upscaler") else None)
         if upscaler_ckpt and upscaler_ckpt.is_file():
             up = load_upscaler_checkpoint(upscaler_ckpt)[0]
         else:
@@ -248,6 +254,25 @@ def verify_bundle(bundle: Path, clip_ckpt: Path | None = None, gan_ckpt: Path | 
     log(report.table())
     if not report.ok:
         raise ExportError(f"{bundle}: parity check failed")
+    return report
+
+
+def upscaler_parity(checked, path: Path, up) -> ParityReport:
+    """upscaler.onnx at `path` vs its PyTorch module on the bundle's own generator drawings (ORT)."""
+    report = ParityReport()
+    gen = _session(checked.path("generator"))
+    limit = TOLERANCES[checked.precision]["image_levels"]
+    for batch in (1, 5):
+        z = noise_from_seeds(list(range(7, 7 + batch)), checked.z_dim)
+        emb = np.random.default_rng(batch).standard_normal((batch, checked.embed_dim)).astype(np.float32)
+        images = gen.run(None, {"z": z, "text_embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True),
+                                "psi": np.ones(batch, np.float32)})[0]
+        with torch.no_grad():
+            ref = UpscalerGraph(up)(torch.from_numpy(images)).numpy()
+        err = np.abs(ref.astype(np.int16) - _session(path).run(None, {"image": images})[0].astype(np.int16)).max()
+        report.rows.append({"graph": "upscaler", "batch": batch, "max_abs_err": float(err), "tolerance": limit,
+                            "ok": bool(err <= limit)})
+        report.ok &= bool(err <= limit)
     return report
 
 
@@ -267,20 +292,7 @@ def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 1
     if precision == "fp16":
         store_weights_fp16(path)
     _check_onnx(path)
-    report = ParityReport()
-    gen = _session(checked.path("generator"))
-    for batch in (1, 5):
-        z = noise_from_seeds(list(range(7, 7 + batch)), checked.z_dim)
-        emb = np.random.default_rng(batch).standard_normal((batch, checked.embed_dim)).astype(np.float32)
-        images = gen.run(None, {"z": z, "text_embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True),
-                                "psi": np.ones(batch, np.float32)})[0]
-        with torch.no_grad():
-            ref = UpscalerGraph(up)(torch.from_numpy(images)).numpy()
-        err = np.abs(ref.astype(np.int16) - _session(path).run(None, {"image": images})[0].astype(np.int16)).max()
-        limit = TOLERANCES[precision]["image_levels"]
-        report.rows.append({"graph": "upscaler", "batch": batch, "max_abs_err": float(err), "tolerance": limit,
-                            "ok": bool(err <= limit)})
-        report.ok &= bool(err <= limit)
+    report = upscaler_parity(checked, path, up)
     log(report.table())
     if not report.ok:
         path.unlink()
