@@ -12,6 +12,10 @@ for them, but only while such requests exist, so a lone request never waits.
 
 The queue is bounded (`QueueFull` -> RESOURCE_EXHAUSTED). A request cancelled while
 waiting (client cancel, deadline) leaves the queue at once and frees its slot.
+
+Fair turns: a batch is filled with the requests of the clients (connections) served least
+recently first, each client's own requests in order, so one client with a long queue of
+big requests cannot keep another client's request out of the next batch.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from moe_avatar.server.streaming import CLIENT
+
 log = logging.getLogger("moe_avatar.batcher")
 
 RunFn = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
@@ -39,6 +45,7 @@ class QueueFull(RuntimeError):
 class _Item:
     inputs: Sequence[np.ndarray]
     future: asyncio.Future
+    client: str = ""
     rows: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +69,8 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._coming = 0  # announced requests that have not submitted yet
+        self._batches = 0
+        self._served: dict[str, int] = {}  # client -> the batch that last included it
 
     @property
     def queue_depth(self) -> int:
@@ -94,7 +103,7 @@ class MicroBatcher:
             self._wakeup.set()
         if len(self._pending) >= self._max_queue:
             raise QueueFull(f"{self.name} queue is full ({self._max_queue} requests waiting)")
-        item = _Item(inputs, asyncio.get_running_loop().create_future())
+        item = _Item(inputs, asyncio.get_running_loop().create_future(), CLIENT.get())
         self._pending.append(item)
         self._on_queue(self.name, len(self._pending))
         self._wakeup.set()
@@ -106,17 +115,22 @@ class MicroBatcher:
                 self._on_queue(self.name, len(self._pending))
 
     def _take_batch(self) -> list[_Item]:
+        """Up to max_batch rows (a larger request runs alone), least recently served clients first."""
+        live = [it for it in self._pending if not it.future.done()]  # done: cancelled between wakeups
         batch: list[_Item] = []
         rows = 0
-        while self._pending:
-            item = self._pending[0]
+        for item in sorted(live, key=lambda it: self._served.get(it.client, -1)):  # stable: in order
             if batch and rows + item.rows > self._max_batch:
-                break
-            self._pending.popleft()
-            if item.future.done():  # cancelled between wakeups
                 continue
             batch.append(item)
             rows += item.rows
+            if rows >= self._max_batch:
+                break
+        self._pending = collections.deque(it for it in live if it not in batch)
+        self._batches += 1
+        waiting = {it.client for it in self._pending}
+        self._served = {c: n for c, n in self._served.items() if c in waiting}  # idle clients: first again
+        self._served.update((it.client, self._batches) for it in batch)
         self._on_queue(self.name, len(self._pending))
         return batch
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import functools
 import inspect
@@ -25,7 +24,7 @@ import numpy as np
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 from moe_avatar.server import textures, validation
-from moe_avatar.server.streaming import ByteBudget, FairEncoder, is_heavy
+from moe_avatar.server.streaming import CLIENT, ByteBudget, FairEncoder, is_heavy
 from moe_avatar.server.batcher import QueueFull
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.bundle import noise_from_seeds
@@ -35,8 +34,6 @@ from moe_avatar.server.validation import RequestError
 log = logging.getLogger("moe_avatar.service")
 
 REQUEST_ID_KEY = "x-request-id"
-# The caller of the RPC running in this task: whose turn it is at the encoding threads.
-CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("client", default="")
 
 
 class ModelRegistry:
@@ -169,6 +166,7 @@ def _rpc(method):
     @functools.wraps(method)
     async def unary_wrapper(self, request, context):
         request_id, start = _request_id(context), time.perf_counter()
+        CLIENT.set(_peer(context))
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         try:
             response = await method(self, request, context, request_id)
@@ -214,27 +212,31 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
         written and the next one exist as bytes, so a slow reader holds two textures, not all."""
         t0 = time.perf_counter()
         client = CLIENT.get()
-        jobs = [asyncio.ensure_future(self._encode(a, spec, client)) for a in avatars[:1]]
+        ahead = asyncio.ensure_future(self._encode(avatars[0], spec, client)) if avatars else None
         try:
             for index, avatar in enumerate(avatars):
-                tex = await jobs[index]
-                if index + 1 < len(avatars):
-                    jobs.append(asyncio.ensure_future(self._encode(avatars[index + 1], spec, client)))
-                header = pb.TextureHeader(
-                    index=index, width=tex.width, height=tex.height, format=tex.format, row_order=tex.row_order,
-                    clip_score=avatar.score, resize_filter=tex.resize_filter, total_bytes=len(tex.data),
-                    sha256=tex.sha256, t=avatar.t)
-                if avatar.seed is not None:
-                    header.seed = avatar.seed
-                yield pb.GenerateResponse(texture=header)
-                for chunk in textures.chunks(index, tex.data):
-                    yield pb.GenerateResponse(chunk=chunk)
+                tex = await ahead
+                ahead = (asyncio.ensure_future(self._encode(avatars[index + 1], spec, client))
+                         if index + 1 < len(avatars) else None)
+                try:
+                    header = pb.TextureHeader(
+                        index=index, width=tex.width, height=tex.height, format=tex.format,
+                        row_order=tex.row_order, clip_score=avatar.score, resize_filter=tex.resize_filter,
+                        total_bytes=len(tex.data), sha256=tex.sha256, t=avatar.t)
+                    if avatar.seed is not None:
+                        header.seed = avatar.seed
+                    yield pb.GenerateResponse(texture=header)
+                    for chunk in textures.chunks(index, tex.data):
+                        yield pb.GenerateResponse(chunk=chunk)
+                finally:  # written (or dropped): its bytes leave the budget and memory
+                    self.budget.release(len(tex.data))
                 self.metrics.texture_bytes.labels(pb.TextureFormat.Name(tex.format)).inc(len(tex.data))
+                tex = None
         finally:
-            for job in jobs:  # release what was encoded, cancel what was not
-                if job.done() and not job.cancelled() and job.exception() is None:
-                    self.budget.release(len(job.result().data))
-                job.cancel()
+            if ahead is not None:  # encoded but never written, or still encoding
+                if ahead.done() and not ahead.cancelled() and ahead.exception() is None:
+                    self.budget.release(len(ahead.result().data))
+                ahead.cancel()
         self.metrics.stage_seconds.labels("encoding_textures").observe(time.perf_counter() - t0)
         yield pb.GenerateResponse(done=pb.Done(texture_count=len(avatars),
                                                elapsed_seconds=time.perf_counter() - start))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from typing import Any, Callable
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moe_avatar.server.textures import OutputSpec
+
+# Who is asking, for fair turns: the connection of the RPC running in this task (set by
+# service._rpc; read by the batchers and the encoder).
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("client", default="")
 
 # Work of one texture ~ output pixels x a per-format factor; above HEAVY_COST it is heavy
 # (measured on one core: PNG / WebP of 128 px <= 25 ms, of 256 px 25-175 ms; RGBA8 of 512 px ~12 ms).

@@ -20,6 +20,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import json_format
 
@@ -506,3 +507,53 @@ def test_stalled_bridge_stream_is_cut_too(model_repo):
             _wait_for(lambda: s.server.service.budget.held == 0, what="textures released")
         finally:
             sock.close()
+
+
+def test_batcher_serves_the_least_recently_served_client_first():
+    """Client A queues four full batches; B's one-row request joins the next batch, not the fifth."""
+    import concurrent.futures
+
+    from moe_avatar.server.batcher import MicroBatcher
+    from moe_avatar.server.streaming import CLIENT
+
+    async def scenario() -> list[list[int]]:
+        gate = threading.Event()
+        runs: list[list[int]] = []
+
+        def run(inputs):
+            runs.append(sorted({int(v) for v in inputs[0][:, 0]}))
+            gate.wait(30)
+            return [inputs[0]]
+
+        async def submit(client: str, value: int, rows: int):
+            CLIENT.set(client)  # each task has its own context, as each RPC does
+            return await batcher.submit(np.full((rows, 1), value))
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher("fair", run, pool, max_batch=4, max_wait_s=0, max_queue=100)
+            batcher.start()
+            first = asyncio.ensure_future(submit("A", 0, 4))  # runs at once, holds the thread
+            await asyncio.sleep(0.1)
+            queued = [asyncio.ensure_future(submit("A", i, 4)) for i in range(1, 5)]
+            await asyncio.sleep(0.05)
+            queued.append(asyncio.ensure_future(submit("B", 9, 1)))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.gather(first, *queued)
+            await batcher.stop()
+        return runs
+
+    runs = asyncio.run(scenario())
+    assert runs[0] == [0] and runs[1] == [9] and [9] not in runs[2:]  # FIFO would run B fifth
+
+
+def test_a_slowly_read_stream_holds_two_textures_at_a_time(model_repo):
+    with running_server(model_repo, stream_stall_seconds=0) as s, grpc.insecure_channel(s.target) as channel:
+        most = 0
+        textures_seen = 0
+        for message in pb_grpc.AvatarServiceStub(channel).Interpolate(_morph(frames=12), timeout=300):
+            most = max(most, s.server.service.budget.held)
+            textures_seen += message.HasField("texture")
+            time.sleep(0.02)  # a reader slower than the encoder
+        assert textures_seen == 12 and 0 < most <= 2 * TEXTURE_1024  # not all 12 kept until the end
+        assert s.server.service.budget.held == 0
