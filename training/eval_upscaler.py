@@ -10,7 +10,8 @@
   against the renders of the prompts' own avatars; stray transparent pixels (alpha < 255) in
   images whose 64 px border is opaque, per 1,000 images; the judge's accuracy on the stated
   families for the 64 px output and for the upscaler's output box-downsampled to 64;
-* `--picture`: rows of native 64 (nearest), Lanczos 256, upscaler 256 and the 256 render.
+* `--picture`: columns native 64 (nearest), Lanczos 256, upscaler 256 and the 256 render;
+  rows of held-out renders, then of generated avatars (no render of their own).
 """
 from __future__ import annotations
 
@@ -48,15 +49,15 @@ def renders(attrs: list[dict], size: int, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
-def held_out(upscale, count: int, scale: int) -> dict[str, float]:
+def held_out(upscale, count: int, scale: int) -> tuple[dict[str, float], tuple]:
     from moe_avatar.training.attributes import sample_attributes
 
     attrs = [sample_attributes(np.random.default_rng([HELD_OUT_SEED, i])) for i in range(count)]
     hi = renders(attrs, 64 * scale, HELD_OUT_SEED)
     lo = box_down(hi, scale)
     up, lz = upscale(lo), lanczos(lo, scale)
-    return {"images": count, "psnr": psnr(up, hi), "psnr_lanczos": psnr(lz, hi),
-            "alpha_iou": alpha_iou(up, hi), "alpha_iou_lanczos": alpha_iou(lz, hi)}
+    return ({"images": count, "psnr": psnr(up, hi), "psnr_lanczos": psnr(lz, hi),
+             "alpha_iou": alpha_iou(up, hi), "alpha_iou_lanczos": alpha_iou(lz, hi)}, (lo, lz, up, hi))
 
 
 def generated(sampler, upscale, judge, count: int, scale: int) -> tuple[dict, tuple]:
@@ -88,14 +89,20 @@ def generated(sampler, upscale, judge, count: int, scale: int) -> tuple[dict, tu
 
         out["judge_accuracy_64"] = accuracy(native)
         out["judge_accuracy_upscaled_down_64"] = accuracy(box_down(up, scale))
-    return out, (native, lz, up, real)
+    return out, (native, lz, up, None)
 
 
-def picture(native: np.ndarray, lz: np.ndarray, up: np.ndarray, real: np.ndarray, path: Path, rows: int = 6) -> None:
-    """Rows of avatars; columns native 64 (nearest), Lanczos 256, upscaler 256, the 256 render; on a checkerboard."""
-    s = up.shape[1]
-    cols = [native.repeat(s // native.shape[1], 1).repeat(s // native.shape[1], 2), lz, up, real]
-    arr = np.concatenate([np.concatenate([c[i] for c in cols], 1) for i in range(rows)], 0)
+def picture(held: tuple, gen: tuple, path: Path, rows: tuple[int, int] = (3, 4)) -> None:
+    """Columns native 64 (nearest), Lanczos 256, upscaler 256, the 256 render; rows: held-out
+    renders (their render in the last column), then generated avatars (which have none: left
+    empty); on a checkerboard."""
+    def strip(cols: tuple, i: int) -> np.ndarray:
+        native, lz, up, real = cols
+        s = up.shape[1]
+        big = native[i].repeat(s // native.shape[1], 0).repeat(s // native.shape[1], 1)
+        return np.concatenate([big, lz[i], up[i], real[i] if real is not None else np.zeros_like(up[i])], 1)
+
+    arr = np.concatenate([strip(held, i) for i in range(rows[0])] + [strip(gen, i) for i in range(rows[1])], 0)
     checker = ((np.indices(arr.shape[:2]) // 8).sum(0) % 2) * 40 + 200
     a = arr[..., 3:4].astype(np.float32) / 255
     rgb = arr[..., :3] * a + np.stack([checker] * 3, -1) * (1 - a)
@@ -131,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             judge = Judge()
             judge.load_state_dict(state["judge"])
             judge.eval()
-    figures = {"held_out_renders": held_out(upscale, a.held_out, scale)}
+    figures: dict = {}
+    figures["held_out_renders"], held_images = held_out(upscale, a.held_out, scale)
     figures["generated"], images = generated(sampler, upscale, judge, a.generated, scale)
     print(json.dumps(figures, indent=2))
     if a.picture:
-        picture(*images, a.picture)
+        picture(held_images, images, a.picture)
     if a.json:
         a.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
