@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from typing import AsyncIterator, Sequence
 
 import grpc
@@ -94,16 +95,24 @@ class _StallWatch:
 
     @contextlib.contextmanager
     def writing(self):
-        if not self.seconds:
+        """Around one `yield`: arms the timer. A call that ends while suspended here (the client
+        cancelled, the deadline passed) disarms it through the task's done callback, so the
+        loop's timer does not keep the finished call's generators alive for `seconds`."""
+        task = asyncio.current_task()
+        if not self.seconds or task is None:
             yield
             return
-        handle = asyncio.get_running_loop().call_later(self.seconds, self._cut, asyncio.current_task())
+        handle = asyncio.get_running_loop().call_later(self.seconds, self._cut, weakref.ref(task))
+        disarm = lambda _task: handle.cancel()  # noqa: E731
+        task.add_done_callback(disarm)
         try:
             yield
         finally:
             handle.cancel()
+            task.remove_done_callback(disarm)
 
-    def _cut(self, task: asyncio.Task | None) -> None:
+    def _cut(self, task_ref: "weakref.ref[asyncio.Task]") -> None:
+        task = task_ref()
         self.error = RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"stream cut: the client read nothing for {self.seconds:g} s (--stream-stall-seconds)")
         self._status_task = asyncio.ensure_future(self._send_status())
