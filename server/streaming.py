@@ -96,7 +96,7 @@ class FairEncoder:
 
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._waiting.values())
+        return sum(len(w) for w in self._waiting.values())
 
     async def run(self, client: str, heavy: bool, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) on an encoding thread when it is `client`'s turn; cancel-safe."""
@@ -106,10 +106,10 @@ class FairEncoder:
         try:
             return await job.future
         finally:
-            queue = self._waiting.get(client)
-            if queue is not None and job in queue:  # cancelled before it ran
-                queue.remove(job)
-                if not queue:
+            waiting = self._waiting.get(client)
+            if waiting is not None and job in waiting:  # cancelled before it ran
+                waiting.remove(job)
+                if not waiting:
                     del self._waiting[client]
 
     def shutdown(self) -> None:
@@ -130,12 +130,12 @@ class FairEncoder:
         """The first client in turn with a job that may run now (its oldest, or while heavy jobs
         fill their threads its oldest light one); that client goes last."""
         heavy_full = self._running_heavy >= self.heavy_slots
-        for client, queue in self._waiting.items():
-            job = next((j for j in queue if not (j.heavy and heavy_full)), None)
+        for client, waiting in self._waiting.items():
+            job = next((j for j in waiting if not (j.heavy and heavy_full)), None)
             if job is None:
                 continue
-            queue.remove(job)
-            if queue:
+            waiting.remove(job)
+            if waiting:
                 self._waiting.move_to_end(client)
             else:
                 del self._waiting[client]
