@@ -133,10 +133,12 @@ def _sequence_of(text: str) -> int:
 
 
 async def serve_edit(request: web.Request, edit_rpc, context, parse, to_json: Callable,
-                     max_frame_bytes: int) -> web.WebSocketResponse:
-    """Runs one Edit session over a WebSocket until either side closes it."""
+                     max_frame_bytes: int, sockets: set[web.WebSocketResponse]) -> web.WebSocketResponse:
+    """Runs one Edit session over a WebSocket until either side closes it (`sockets` holds it
+    while open, so the bridge can close it when the server stops)."""
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame_bytes)
     await ws.prepare(request)
+    sockets.add(ws)
     lock = asyncio.Lock()
 
     async def send(message: pb.EditResponse) -> None:
@@ -153,6 +155,7 @@ async def serve_edit(request: web.Request, edit_rpc, context, parse, to_json: Ca
             raise
         await send(pb.EditResponse(error=pb.EditError(code=error.code.value[0], message=error.message)))
     finally:
+        sockets.discard(ws)
         await stream.aclose()
         await ws.close()
     return ws

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import grpc
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -262,6 +262,7 @@ class HttpBridge:
         self._limits = limits  # timeouts, connection cap, allowed hosts (server/http_limits.py)
         self._runner: web.AppRunner | None = None
         self._in_flight: set[asyncio.Task] = set()
+        self._sockets: set[web.WebSocketResponse] = set()  # open Edit WebSockets, closed first on stop
         self._closing = False
         self.port = 0
 
@@ -308,6 +309,9 @@ class HttpBridge:
             return
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
+        # An open WebSocket keeps its handler alive until the peer leaves; tell every peer we go.
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
         await self._runner.cleanup()  # closes the port and idle connections, cancels what is left
 
     # --- middleware --------------------------------------------------------------
@@ -494,7 +498,7 @@ class HttpBridge:
             why = "must be a WebSocket upgrade (GET with Upgrade: websocket)"
             raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"/v1/edit: {why}", [("Upgrade", why)])
         return await serve_edit(request, self._service.Edit, self._context(request), parse_message, to_json,
-                                self._max_body)
+                                self._max_body, self._sockets)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         serving = self._is_serving() and not self._closing

@@ -9,11 +9,11 @@ import json
 
 import aiohttp
 import pytest
+from server_util import free_port, running_server
+from test_http_bridge import request
 
 from moe_avatar.server.bridge_web import parse_origins
 from moe_avatar.server.config import ConfigError, ServerConfig
-from server_util import free_port, running_server
-from test_http_bridge import request
 
 GAME = "http://game.example:8060"
 
@@ -182,3 +182,28 @@ def test_websocket_origin_check_and_token_in_the_query(model_repo, tmp_path):
                 asyncio.run(edit_session(port, frames, headers=headers, query=query))
             assert error.value.status == status
         assert request(port, "GET", "/v1/edit", headers={"Authorization": "Bearer ws-secret"})[0] == 400
+
+
+def test_stopping_the_server_closes_open_edit_websockets(model_repo):
+    """An open Edit WebSocket does not hold the server's stop: the client is told the server
+    is going away (close code 1001) and the stop completes."""
+    import threading
+
+    result: dict = {}
+    opened = threading.Event()
+
+    async def client(port: int) -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/v1/edit") as ws:
+            await ws.send_str(json.dumps({"sequence": "1", "request": {"prompt": "cat ears", "seed": "1"}}))
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT and "done" in json.loads(msg.data).get("response", {}):
+                    opened.set()  # the session is idle and open: only the server can end it now
+            result["close_code"] = ws.close_code
+
+    port = free_port()
+    with running_server(model_repo, http_port=port):
+        thread = threading.Thread(target=lambda: asyncio.run(client(port)), daemon=True)
+        thread.start()
+        assert opened.wait(60)
+    thread.join(60)
+    assert result.get("close_code") == aiohttp.WSCloseCode.GOING_AWAY
