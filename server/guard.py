@@ -18,10 +18,13 @@ to Health.Check is INVALID_ARGUMENT too).
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import inspect
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -50,6 +53,33 @@ def _decoder(deserialize: Callable[[bytes], Any] | None, type_name: str) -> Call
         except Exception as e:  # noqa: BLE001 - any parse failure is the sender's fault
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {type_name} message") from e
     return decode
+
+
+class _CallEnd:
+    """Ends a streaming call's bookkeeping when gRPC says the call is over.
+
+    A call the client cancels (or whose deadline passes) while its handler waits at a `yield`
+    is never resumed: the handler's `finally` would run only when Python's cycle collector
+    finalizes the generator, which in a large process can be minutes later, so the call
+    would stay counted in flight and hold what it holds. gRPC's done callback leaves at once
+    and closes the handler's generator, so every `finally` below it runs now."""
+
+    def __init__(self, leave: Callable[[], None], messages) -> None:
+        self._leave, self._messages, self._left = leave, messages, False
+
+    def leave(self) -> None:
+        if not self._left:
+            self._left = True
+            self._leave()
+
+    def __call__(self, _context) -> None:
+        self.leave()
+        with contextlib.suppress(RuntimeError):  # no running loop: the process is exiting
+            asyncio.get_running_loop().create_task(self._close())
+
+    async def _close(self) -> None:
+        with contextlib.suppress(RuntimeError, StopAsyncIteration):  # still running: it ends by itself
+            await self._messages.aclose()
 
 
 class RequestGuard(grpc.aio.ServerInterceptor):
@@ -130,11 +160,14 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(behavior):
             async def call(request, context):
                 client, request = await prepare(request, context)
+                messages = behavior(request, context)
+                ended = _CallEnd(lambda: self._leave(client), messages)
+                context.add_done_callback(ended)
                 try:
-                    async for message in behavior(request, context):
+                    async for message in messages:
                         yield message
                 finally:
-                    self._leave(client)
+                    ended.leave()
         else:
             async def call(request, context):
                 client, request = await prepare(request, context)
