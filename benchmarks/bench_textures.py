@@ -55,11 +55,11 @@ async def _wire_bytes(models: Path, fmt: str, size: int) -> tuple[int, int]:
     """(gRPC payload bytes of one Generate(count=1) stream, framing included; its texture bytes)."""
     import grpc
 
+    from moe_avatar.server.config import ServerConfig
+    from moe_avatar.server.main import AvatarServer
     from moe_avatar_client.client import output_options
     from moeavatar.v1 import avatar_pb2 as pb
     from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-    from moe_avatar.server.config import ServerConfig
-    from moe_avatar.server.main import AvatarServer
 
     server = AvatarServer(ServerConfig(models=models, host="127.0.0.1", port=0, device="cpu", log_level="ERROR"))
     port = await server.start()
@@ -75,8 +75,8 @@ async def _wire_bytes(models: Path, fmt: str, size: int) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moeavatar.v1 import avatar_pb2 as pb
     from moe_avatar.server import textures
+    from moeavatar.v1 import avatar_pb2 as pb
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=ROOT / "models")
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             texture_bytes = statistics.mean(len(e.data) for e in encoded)
             wire, wire_texture = asyncio.run(_wire_bytes(a.models, fmt, size))
             px = size or native
-            rows.append({"format": fmt, "size": px, "filter": pb.ResizeFilter.Name(spec.filter), "encode_cpu_ms": statistics.median(cpu) * 1000,
+            rows.append({"format": fmt, "size": px, "filter": pb.ResizeFilter.Name(spec.filter),
+                         "encode_cpu_ms": statistics.median(cpu) * 1000,
                          "encode_wall_ms": statistics.median(wall) * 1000, "texture_bytes": texture_bytes,
                          "stream_bytes": wire, "stream_overhead_bytes": wire - wire_texture})
             print(f"{fmt:>5} {px:>4} px: {rows[-1]['encode_cpu_ms']:.3f} CPU ms/avatar, "

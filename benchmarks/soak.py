@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1, help="avatars per call")
     parser.add_argument("--size", type=int, default=0, help="texture edge in px (0 = native)")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    parser.add_argument("--max-growth", type=float, default=3.0, help="allowed RSS growth from the third to the last quarter of the calls, percent")
+    parser.add_argument("--max-growth", type=float, default=3.0,
+                        help="allowed RSS growth from the third to the last quarter of the calls, percent")
     parser.add_argument("--json", type=pathlib.Path, help="write the report here")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

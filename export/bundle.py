@@ -16,11 +16,20 @@ import numpy as np
 import torch
 
 from moe_avatar.export import __version__
-from moe_avatar.export.graphs import (GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs,
-                                     store_weights_fp16)
+from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs, store_weights_fp16
 from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
-from moe_avatar.server.bundle import (FORMAT_VERSION, GRAPH_FILES, MANIFEST, OPTIONAL_GRAPH_FILES, TOKENIZER_FILE, BundleError,
-                                      clean_prompt, load_bundle, noise_from_seeds, sha256_file)
+from moe_avatar.server.bundle import (
+    FORMAT_VERSION,
+    GRAPH_FILES,
+    MANIFEST,
+    OPTIONAL_GRAPH_FILES,
+    TOKENIZER_FILE,
+    BundleError,
+    clean_prompt,
+    load_bundle,
+    noise_from_seeds,
+    sha256_file,
+)
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, load_upscaler_checkpoint, model_schema
 
 ALL_GRAPH_FILES = {**GRAPH_FILES, **OPTIONAL_GRAPH_FILES}
@@ -327,7 +336,8 @@ def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -
             for t in items:
                 dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in t["shape"][1:]) or "1"
                 reshape = "\n    reshape: { shape: [ ] }" if len(t["shape"]) == 1 else ""
-                parts.append(f'  {{\n    name: "{t["name"]}"\n    data_type: {triton_types[t["dtype"]]}\n    dims: [ {dims} ]{reshape}\n  }}')
+                parts.append(f'  {{\n    name: "{t["name"]}"\n    data_type: {triton_types[t["dtype"]]}\n'
+                             f'    dims: [ {dims} ]{reshape}\n  }}')
             return ",\n".join(parts)
 
         config = (

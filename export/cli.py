@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from moe_avatar.export.bundle import (ExportError, ExportOptions, add_upscaler, export_bundle, verify_bundle,
-                                     write_triton_repository)
+from moe_avatar.export.bundle import ExportError, ExportOptions, add_upscaler, export_bundle, verify_bundle, write_triton_repository
 
 
 def _export(argv: list[str]) -> int:

@@ -14,8 +14,15 @@ from pathlib import Path
 import torch
 
 from moe_avatar.export.bundle import ExportOptions, export_bundle
-from moe_avatar.training.models import (build_clip, build_discriminator, build_generator, clip_checkpoint, gan_checkpoint,
-                                        load_config, upscaler_checkpoint)
+from moe_avatar.training.models import (
+    build_clip,
+    build_discriminator,
+    build_generator,
+    clip_checkpoint,
+    gan_checkpoint,
+    load_config,
+    upscaler_checkpoint,
+)
 from moe_avatar.training.upscaler import build_upscaler
 
 TINY_ATTRIBUTES = {"hair_color": ["pink", "blue", "silver"], "hairstyle": ["twin tails", "bob"]}

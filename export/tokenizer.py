@@ -46,7 +46,8 @@ def _ftfy_replacements() -> list[tuple[str, str]]:
     for ch in "\u201c\u201d\u201e\u201f":
         pairs.append((ch, '"'))
     # fix_latin_ligatures
-    for ch, rep in {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "ſt", "\ufb06": "st"}.items():
+    ligatures = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "ſt", "\ufb06": "st"}
+    for ch, rep in ligatures.items():
         pairs.append((ch, rep))
     return pairs
 

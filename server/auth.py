@@ -26,7 +26,7 @@ import hmac
 import logging
 import os
 import pathlib
-from typing import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 

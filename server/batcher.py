@@ -25,8 +25,8 @@ import collections
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -14,8 +14,9 @@ import hashlib
 import html
 import json
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

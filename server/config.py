@@ -57,7 +57,7 @@ class ServerConfig:
     http_allowed_hosts: str = ""  # bridge: comma-separated Host header names accepted; empty = any
     metrics_token_file: str = ""  # /metrics needs `Authorization: Bearer <token from this file>`
 
-    def validate(self) -> "ServerConfig":
+    def validate(self) -> ServerConfig:
         def fail(name: str, why: str) -> None:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} / {ENV_PREFIX}{name.upper()}: {why} (got {getattr(self, name)!r})")

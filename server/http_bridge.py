@@ -36,8 +36,8 @@ import re
 import ssl
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 import grpc
 from aiohttp import WSCloseCode, web
@@ -45,11 +45,20 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from moeavatar.v1 import avatar_pb2 as pb
 from moe_avatar.server.bridge_web import CorsPolicy, large_json_integer, serve_edit
-from moe_avatar.server.http_limits import (LINGER_SECONDS, MAX_JSON_DEPTH, PAGE_CSP, HttpLimits, cap_connections, connection_cap, page_headers,
-                                           read_body, too_deep)
+from moe_avatar.server.http_limits import (
+    LINGER_SECONDS,
+    MAX_JSON_DEPTH,
+    PAGE_CSP,
+    HttpLimits,
+    cap_connections,
+    connection_cap,
+    page_headers,
+    read_body,
+    too_deep,
+)
 from moe_avatar.server.service import REQUEST_ID_KEY, AvatarService
+from moeavatar.v1 import avatar_pb2 as pb
 
 log = logging.getLogger("moe_avatar.http")
 
@@ -118,7 +127,7 @@ class BridgeError(Exception):
         return body
 
     @classmethod
-    def from_grpc_status(cls, code: grpc.StatusCode, message: str, trailing_metadata, request_id: str) -> "BridgeError":
+    def from_grpc_status(cls, code: grpc.StatusCode, message: str, trailing_metadata, request_id: str) -> BridgeError:
         """Read the google.rpc.BadRequest violations back out of grpc-status-details-bin."""
         violations = []
         for key, value in trailing_metadata or ():

@@ -21,14 +21,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from moeavatar.v1 import avatar_pb2 as pb
-from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 from moe_avatar.server import auth, tls
+from moe_avatar.server.bridge_web import CorsPolicy, parse_origins
 from moe_avatar.server.bundle import BundleError, find_bundles
 from moe_avatar.server.config import ConfigError, ServerConfig, load_config
 from moe_avatar.server.guard import RequestGuard
 from moe_avatar.server.health import HealthServicer
-from moe_avatar.server.bridge_web import CorsPolicy, parse_origins
 from moe_avatar.server.http_bridge import HttpBridge
 from moe_avatar.server.http_limits import HttpLimits, parse_hosts
 from moe_avatar.server.logs import quiet_accept_errors, setup_logging
@@ -37,6 +35,8 @@ from moe_avatar.server.pipeline import ModelPipeline
 from moe_avatar.server.runtime import DeviceError, device_description, resolve_device
 from moe_avatar.server.service import AvatarService, ModelRegistry
 from moe_avatar.server.streaming import ByteBudget, FairEncoder
+from moeavatar.v1 import avatar_pb2 as pb
+from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
 log = logging.getLogger("moe_avatar.server")
 

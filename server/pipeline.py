@@ -11,8 +11,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -74,7 +74,7 @@ class Ticket:
         for g in list(self._remaining):
             self.skip(g)
 
-    def __enter__(self) -> "Ticket":
+    def __enter__(self) -> Ticket:
         return self
 
     def __exit__(self, *exc) -> None:

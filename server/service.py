@@ -17,20 +17,20 @@ import logging
 import time
 import uuid
 import weakref
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import numpy as np
 
+from moe_avatar.server import textures, validation
+from moe_avatar.server.batcher import QueueFull
+from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.server.metrics import Metrics
+from moe_avatar.server.pipeline import Avatar, ModelPipeline, select_best, slerp
+from moe_avatar.server.streaming import CLIENT, ByteBudget, FairEncoder, is_heavy
+from moe_avatar.server.validation import RequestError
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from moe_avatar.server import textures, validation
-from moe_avatar.server.streaming import CLIENT, ByteBudget, FairEncoder, is_heavy
-from moe_avatar.server.batcher import QueueFull
-from moe_avatar.server.metrics import Metrics
-from moe_avatar.server.bundle import noise_from_seeds
-from moe_avatar.server.pipeline import Avatar, ModelPipeline, select_best, slerp
-from moe_avatar.server.validation import RequestError
 
 log = logging.getLogger("moe_avatar.service")
 
@@ -111,7 +111,7 @@ class _StallWatch:
             handle.cancel()
             task.remove_done_callback(disarm)
 
-    def _cut(self, task_ref: "weakref.ref[asyncio.Task]") -> None:
+    def _cut(self, task_ref: weakref.ref[asyncio.Task]) -> None:
         task = task_ref()
         self.error = RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"stream cut: the client read nothing for {self.seconds:g} s (--stream-stall-seconds)")
@@ -129,7 +129,7 @@ def _rpc(method):
     name = method.__name__
     streaming = inspect.isasyncgenfunction(method)
 
-    async def finish(self: "AvatarService", context, request_id: str, start: float, error: BaseException | None):
+    async def finish(self: AvatarService, context, request_id: str, start: float, error: BaseException | None):
         code = grpc.StatusCode.OK
         cut = isinstance(error, RequestError) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED \
             and error.message.startswith("stream cut")

@@ -24,11 +24,12 @@ import collections
 import contextvars
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from moeavatar.v1 import avatar_pb2 as pb
 from moe_avatar.server.textures import OutputSpec
+from moeavatar.v1 import avatar_pb2 as pb
 
 # Who is asking, for fair turns: the connection of the RPC running in this task (set by
 # service._rpc; read by the batchers and the encoder).

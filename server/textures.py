@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 from PIL import Image

@@ -17,8 +17,8 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from moeavatar.v1 import avatar_pb2 as pb
 from moe_avatar.server.textures import OutputSpec
+from moeavatar.v1 import avatar_pb2 as pb
 
 MAX_PROMPT_CHARS = 1000
 MAX_PROMPT_BYTES = 3000  # UTF-8: 1000 CJK characters fit (3 bytes each), 750 four-byte emoji

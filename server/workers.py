@@ -35,8 +35,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from moe_avatar.server.config import ConfigError, ServerConfig
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def free_port() -> int:
 
 @dataclasses.dataclass
 class InProcessServer:
-    server: "object"  # server.main.AvatarServer
+    server: object  # server.main.AvatarServer
     loop: asyncio.AbstractEventLoop
     port: int
 

@@ -16,16 +16,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from server_util import running_server, subprocess_server
+from tls_util import make_certs
 
+from moe_avatar.server import auth, tls
+from moe_avatar.server.bundle import BundleError, load_bundle
+from moe_avatar.server.config import ConfigError, ServerConfig
 from moe_avatar_client import cli
 from moe_avatar_client.client import AvatarClient
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from moe_avatar.server import auth, tls
-from moe_avatar.server.bundle import BundleError, load_bundle
-from moe_avatar.server.config import ConfigError, ServerConfig
-from server_util import running_server, subprocess_server
-from tls_util import make_certs
 
 GOOD, OTHER, WRONG = "tok-good-8f3a9c", "tok-other-51d2e7", "tok-wrong-0b6e44"
 HEALTH = health_pb2.HealthCheckResponse

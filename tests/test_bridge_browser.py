@@ -13,8 +13,6 @@ import http.server
 import threading
 from pathlib import Path
 
-import pytest
-
 from server_util import free_port, running_server
 from test_playground_browser import browser  # noqa: F401  (the fixture)
 

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 
 from moe_avatar.training import caption_words as W
-from moe_avatar.training.attributes import (ATTRIBUTES, COLOR_FAMILIES, FAMILIES, MULTI_VALUED, sample_attributes,
-                                            visible_families)
-from moe_avatar.training.captions import (EN_FRAMES, RATES, ZH_FRAMES, choose_states, compose, make_captions,
-                                          make_eval_caption, shuffle_segments)
+from moe_avatar.training.attributes import ATTRIBUTES, COLOR_FAMILIES, FAMILIES, MULTI_VALUED, sample_attributes, visible_families
+from moe_avatar.training.captions import (
+    EN_FRAMES,
+    RATES,
+    ZH_FRAMES,
+    choose_states,
+    compose,
+    make_captions,
+    make_eval_caption,
+    shuffle_segments,
+)
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 HELDOUT_PREFIXES = ("Please make me an avatar", "I want a little character", "Chibi portrait --",

@@ -8,11 +8,11 @@ import time
 import grpc
 import pytest
 from PIL import Image
+from server_util import free_port, running_server
 
 from moe_avatar_client import cli
 from moe_avatar_client.client import AvatarClient, ChecksumError, StreamAssembler
 from moeavatar.v1 import avatar_pb2 as pb
-from server_util import free_port, running_server
 
 
 @pytest.fixture(scope="module")

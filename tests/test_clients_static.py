@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from server_util import REPO_ROOT
 
 from moe_avatar.server.config import ENV_PREFIX, ServerConfig, load_config
 from moe_avatar.server.metrics import Metrics
-from server_util import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S = DEPLOY / "k8s"

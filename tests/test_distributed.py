@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch", reason="training needs the train extra")
 
 from dist_probe import digests  # noqa: E402  (tests/ is on sys.path)
 from server_util import REPO_ROOT  # noqa: E402
+
 from moe_avatar.training.cli import main as train_main  # noqa: E402
 
 STEPS = 4  # clip-test / gan-test: checkpoint_every 2, log_every 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from moe_avatar.training import baselines
 from moe_avatar.training.attributes import (
     ATTRIBUTES,

@@ -15,10 +15,10 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from server_util import running_server
 
 from moe_avatar_client.client import AvatarClient, StreamAssembler
 from moeavatar.v1 import avatar_pb2 as pb
-from server_util import running_server
 
 TOKEN = "fuzz-token-3c1d"
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,

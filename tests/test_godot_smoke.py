@@ -14,10 +14,10 @@ import subprocess
 
 import grpc
 import pytest
+from server_util import REPO_ROOT, free_port, running_server
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import REPO_ROOT, free_port, running_server
 
 GODOT = shutil.which("godot3-server")
 PROJECT = REPO_ROOT / "clients" / "godot" / "godot3_smoke"

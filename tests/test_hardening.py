@@ -23,11 +23,11 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
 from moe_avatar.server.bundle import BundleError, sha256_file
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
 # --- bundles: checked against their graphs, warmed up, refused in one line ----------------
 
@@ -225,7 +225,7 @@ def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") ->
             if not data:
                 return True, received
             received += data
-        except socket.timeout:
+        except TimeoutError:
             continue
         except (BrokenPipeError, ConnectionResetError):
             return True, received

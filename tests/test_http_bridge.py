@@ -16,13 +16,13 @@ import json
 import grpc
 import pytest
 from PIL import Image
+from server_util import free_port, running_server
 
-from moeavatar.v1 import avatar_pb2 as pb
-from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 from moe_avatar.server.http_bridge import HttpBridge
 from moe_avatar.server.service import AvatarService
 from moe_avatar.server.validation import RequestError
-from server_util import free_port, running_server
+from moeavatar.v1 import avatar_pb2 as pb
+from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
 PROMPT = "pink twin tails, cat ears"
 ONE_KEY_EVENTS = {"started", "progress", "texture", "chunk", "done", "error"}

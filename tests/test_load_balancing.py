@@ -17,10 +17,10 @@ import urllib.request
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from server_util import free_port, running_server, subprocess_server
 
 from moe_avatar_client.balancing import balanced_target, channel_args
 from moe_avatar_client.client import AvatarClient
-from server_util import free_port, running_server, subprocess_server
 
 OK_GENERATE = 'moe_avatar_requests_total{code="OK",method="Generate"}'
 

@@ -16,10 +16,10 @@ import shutil
 
 import grpc
 import pytest
+from server_util import free_port, running_server
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import free_port, running_server
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parent / "artifacts"
 PROMPT = "粉色双马尾，猫耳"

@@ -10,13 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from moe_avatar.training import losses, train_gan
-from moe_avatar.training.cli import main as train_main
-from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
-from moe_avatar.training.labels import caption_targets
-from moe_avatar.training.latent import (CODE_BLOCKS, CODE_DIMS, CODE_HIDERS, CODE_LOG_MARGINAL, HEAD_SET_P, HEAD_SETS, SINGLE_FAMILIES, attribute_indices,
-                             code_to_attributes, head_set_index, indices_to_code, open_log_frequencies)
 from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.training import losses, train_gan
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
+from moe_avatar.training.cli import main as train_main
+from moe_avatar.training.labels import caption_targets
+from moe_avatar.training.latent import (
+    CODE_BLOCKS,
+    CODE_DIMS,
+    CODE_HIDERS,
+    CODE_LOG_MARGINAL,
+    HEAD_SET_P,
+    SINGLE_FAMILIES,
+    attribute_indices,
+    code_to_attributes,
+    head_set_index,
+    indices_to_code,
+    open_log_frequencies,
+)
 from moe_avatar.training.models import AttributePrior, build_generator, load_config, load_gan_checkpoint
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from server_util import REPO_ROOT
 
 from moeavatar.v1 import avatar_pb2 as pb

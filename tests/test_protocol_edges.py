@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from server_util import running_server
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import running_server
 
 MAX_SEED = 2**63 - 1
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
+from server_util import running_server
 
 from moe_avatar_client.client import AvatarClient
-from server_util import running_server
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import queue
 
 import grpc
 import pytest
+from server_util import running_server
 
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import running_server
 
 STOP = object()
 

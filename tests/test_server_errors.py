@@ -12,11 +12,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from server_util import running_server
 
 from moe_avatar_client.client import AvatarClient
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import running_server
 
 
 @pytest.fixture(scope="module")

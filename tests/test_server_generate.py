@@ -11,11 +11,11 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from server_util import running_server
 
 from moe_avatar_client.client import AvatarClient, output_options
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from server_util import running_server
 
 PROMPT = "pink twin tails, cat ears"
 

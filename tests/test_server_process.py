@@ -15,9 +15,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from server_util import REPO_ROOT, free_port, subprocess_server
 
 from moe_avatar_client.client import AvatarClient
-from server_util import REPO_ROOT, free_port, subprocess_server
 
 SERVICE = "moeavatar.v1.AvatarService"
 

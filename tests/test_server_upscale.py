@@ -11,11 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
+from server_util import running_server
 
 from moe_avatar.server import textures
 from moe_avatar_client.client import AvatarClient, output_options
 from moeavatar.v1 import avatar_pb2 as pb
-from server_util import running_server
 
 PROMPT = "pink twin tails, cat ears"
 

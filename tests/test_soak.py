@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-
 from server_util import REPO_ROOT
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from moe_avatar.training import synth
-from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, sample_attributes,
-                                 validate_attributes)
+from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED, sample_attributes, validate_attributes
 from moe_avatar.training.dataset import load_dataset
 from moe_avatar.training.render import JITTER_DIMS, jitter_draws, render_avatar
 

@@ -16,10 +16,16 @@ from open_clip.loss import ClipLoss
 
 from moe_avatar.training import losses, train_clip, train_gan
 from moe_avatar.training.attributes import ATTRIBUTES, NEUTRAL_ATTRIBUTES
-from moe_avatar.training.labels import caption_targets, image_targets
 from moe_avatar.training.cli import main as train_main
-from moe_avatar.training.models import (build_clip, build_discriminator, build_generator, encode_images, encode_texts, load_clip_checkpoint,
-                             load_config, load_gan_checkpoint)
+from moe_avatar.training.models import (
+    build_clip,
+    build_discriminator,
+    encode_images,
+    encode_texts,
+    load_clip_checkpoint,
+    load_config,
+    load_gan_checkpoint,
+)
 from moe_avatar.training.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]

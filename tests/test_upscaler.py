@@ -18,6 +18,7 @@ from moe_avatar.training.runs import images_to_tensor
 from moe_avatar.training.train_config import ConfigError, UpscalerTrainConfig, parse_section
 from moe_avatar.training.upscaler import Upscaler, UpscalerModelConfig, alpha_iou, build_upscaler, lanczos, psnr, to_uint8
 
+
 def render_pairs(n: int, seed: int, background: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """n random avatars drawn at 64 and 256 px (same attributes, same jitter)."""
     rng = np.random.default_rng(seed)

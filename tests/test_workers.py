@@ -18,13 +18,12 @@ import urllib.request
 
 import grpc
 import pytest
-
-from moeavatar.v1 import avatar_pb2 as pb
-from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
-from moe_avatar.server.config import ConfigError, ServerConfig, load_config
-from moe_avatar.server.workers import config_argv, plan_workers
 from server_util import REPO_ROOT, free_port, subprocess_server
 
+from moe_avatar.server.config import ConfigError, ServerConfig, load_config
+from moe_avatar.server.workers import config_argv, plan_workers
+from moeavatar.v1 import avatar_pb2 as pb
+from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
 # --- planning (no processes) -----------------------------------------------------------
 

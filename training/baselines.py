@@ -4,6 +4,7 @@ and the shuffled-prompt pairing. The empty-prompt baseline is the model's own (e
 from __future__ import annotations
 
 import numpy as np
+
 from moe_avatar.training.attributes import sample_attributes
 from moe_avatar.training.prompt_sets import Prompt, realize
 

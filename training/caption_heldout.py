@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moe_avatar.training.attributes import MULTI_VALUED, ZH_NAMES
+from moe_avatar.training.attributes import ZH_NAMES
 
 # ----------------------------------------------------------------------------- English
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -174,7 +174,7 @@ def _decode(job: tuple[str, int | None]) -> np.ndarray | str:
             return np.asarray(to_square_rgba(im, size))
     except ValueError as e:
         return f"{path}: {e}"
-    except Exception as e:  # PIL raises many types for broken files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
         return f"{path}: cannot read image ({type(e).__name__}: {e})"
 
 
@@ -191,7 +191,7 @@ def _target_size(root: Path, rows: list[_Row], size: int | None) -> int | None:
         try:
             with Image.open(root / r.file_name) as im:
                 return min(im.size)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unreadable image is reported by the reader, not here
             continue
     return None
 

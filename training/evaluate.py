@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
 from moe_avatar.training.baselines import ceiling_renders, random_renders, shuffled
 from moe_avatar.training.metrics import (
     diversity,
@@ -37,7 +39,6 @@ from moe_avatar.training.samplers import (
     generate_many,
 )
 from moe_avatar.training.scoring import bootstrap_ci, score
-from tqdm import tqdm
 
 JudgeFn = Callable[[np.ndarray], list[dict]]
 DEFAULT_SETS = ("eval.jsonl", "natural.jsonl")

@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from torch import nn
+from tqdm import tqdm
+
 from moe_avatar.training.attributes import (
     ATTRIBUTES,
     FAMILIES,
@@ -23,9 +27,6 @@ from moe_avatar.training.attributes import (
     MULTI_VALUED,
     visible_families,
 )
-from PIL import Image, ImageFilter
-from torch import nn
-from tqdm import tqdm
 
 JUDGE_VERSION = 2
 JUDGE_SEED = 917_000  # the dataset seed of the judge's renders (training presets use 0)

@@ -19,8 +19,16 @@ from typing import Any
 
 import torch
 
-from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_COUNT_P, HEAD_ITEMS, HEAD_PAIRS, MULTI_VALUED,
-                                            NEUTRAL_ATTRIBUTES, visible_families)
+from moe_avatar.training.attributes import (
+    ATTRIBUTES,
+    HEAD_COUNT_P,
+    HEAD_ITEMS,
+    HEAD_PAIRS,
+    MULTI_VALUED,
+    NEUTRAL_ATTRIBUTES,
+    visible_families,
+)
+
 
 @dataclass(frozen=True)
 class AttributeSchema:
@@ -37,7 +45,7 @@ class AttributeSchema:
     head_set_p: list[float]  # their frequencies in the data
 
     @classmethod
-    def procedural(cls) -> "AttributeSchema":
+    def procedural(cls) -> AttributeSchema:
         """The procedural renderer's vocabulary (training.attributes) and head-set frequencies."""
         sets = [()] + [(h,) for h in HEAD_ITEMS] + [tuple(p) for p in HEAD_PAIRS]
         p = [HEAD_COUNT_P[0]] + [HEAD_COUNT_P[1] / len(HEAD_ITEMS)] * len(HEAD_ITEMS) \
@@ -45,7 +53,7 @@ class AttributeSchema:
         return cls({f: list(v) for f, v in ATTRIBUTES.items() if f != MULTI_VALUED}, sets, p)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "AttributeSchema":
+    def from_json(cls, d: dict[str, Any]) -> AttributeSchema:
         return cls({str(f): [str(v) for v in vs] for f, vs in d["families"].items()},
                    [tuple(s) for s in d["head_sets"]], [float(x) for x in d["head_set_p"]])
 

@@ -6,6 +6,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+
 from moe_avatar.training.attributes import (
     FAMILIES,
     MULTI_VALUED,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from moe_avatar.training.attributes import (
     ATTRIBUTES,
     HEAD_CONFLICTS,

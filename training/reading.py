@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from moe_avatar.training.attributes import MULTI_VALUED
 from moe_avatar.training.prompt_sets import Prompt
 from moe_avatar.training.scoring import bootstrap_ci

@@ -140,7 +140,7 @@ class Pen:
         self.S = img.width
         self.ox, self.oy, self.sc = ox, oy, sc
 
-    def on(self, img: Image.Image) -> "Pen":
+    def on(self, img: Image.Image) -> Pen:
         return Pen(img, self.ox, self.oy, self.sc)
 
     def p(self, x: float, y: float) -> tuple[float, float]:

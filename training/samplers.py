@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
 from moe_avatar.server.bundle import (
     GRAPH_FILES,
     clean_prompt,

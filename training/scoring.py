@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from moe_avatar.training.attributes import COLOR_FAMILIES, FAMILIES, MULTI_VALUED
 from moe_avatar.training.prompt_sets import Prompt
 
@@ -79,7 +80,8 @@ def score(prompts: list[Prompt], judged: list[list[dict]]) -> dict[str, Any]:
     overall: all checks (stated and excluded); all_stated_correct: images with every check
     right; per family (stated checks), language and style; negations (excluded values and a
     stated "none"); colour binding (colour families' checks on prompts stating one colour vs
-    several, and the images of several-colour prompts with every colour right); head accessories exact vs "stated items seen". Intervals: 95 % bootstrap over prompts.
+    several, and the images of several-colour prompts with every colour right); head
+    accessories exact vs "stated items seen". Intervals: 95 % bootstrap over prompts.
     """
     n = len(prompts)
     overall, every = _Tally(n), _Tally(n)

@@ -24,8 +24,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from moe_avatar.training.attributes import (ATTRIBUTES, HEAD_CONFLICTS, MULTI_VALUED, NEUTRAL_ATTRIBUTES,
-                                 ZH_NAMES, combination_count, sample_attributes)
+from moe_avatar.training.attributes import (
+    ATTRIBUTES,
+    HEAD_CONFLICTS,
+    MULTI_VALUED,
+    NEUTRAL_ATTRIBUTES,
+    ZH_NAMES,
+    combination_count,
+    sample_attributes,
+)
 from moe_avatar.training.captions import make_captions
 from moe_avatar.training.render import render_avatar, sample_jitter
 

@@ -18,14 +18,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from moe_avatar.training.labels import (AttributeHeads, Targets, attribute_loss, image_targets, mention_targets,
-                                        read_embedding, select)
-from moe_avatar.training.models import (CheckpointError, build_clip, clip_checkpoint, count_params, encode_images,
-                                        encode_texts, load_config)
-from moe_avatar.training.runs import (Dist, RunDir, StepLog, add_run_arguments, autocast, average_gradients,
-                                      broadcast_parameters, cli_overrides, gather_rng_states, images_to_tensor, init_distributed,
-                                      load_states, pick_device, rng_state, sample_batch, seed_everything,
-                                      shutdown_distributed)
+from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, mention_targets, read_embedding, select
+from moe_avatar.training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
+from moe_avatar.training.runs import (
+    Dist,
+    RunDir,
+    StepLog,
+    add_run_arguments,
+    autocast,
+    average_gradients,
+    broadcast_parameters,
+    cli_overrides,
+    gather_rng_states,
+    images_to_tensor,
+    init_distributed,
+    load_states,
+    pick_device,
+    rng_state,
+    sample_batch,
+    seed_everything,
+    shutdown_distributed,
+)
 from moe_avatar.training.text import CaptionBank
 from moe_avatar.training.train_config import ClipTrainConfig, parse_section
 
@@ -74,7 +87,8 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     if missing or wrong:
         detail = "; ".join(filter(None, [
             f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})" if missing else "",
-            f"{len(wrong)} shape mismatches (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})" if wrong else "",
+            f"{len(wrong)} shape mismatches (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs "
+            f"{tuple(own[wrong[0]].shape)})" if wrong else "",
         ]))
         raise CheckpointError(f"--init {path}: does not match the {type(model).__name__} config: {detail}")
     model.load_state_dict({k: state[k] for k in own})

@@ -30,14 +30,45 @@ from PIL import Image
 from moe_avatar.server.bundle import noise_from_seeds
 from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
 from moe_avatar.training.latent import PROCEDURAL, attribute_indices, caption_pairs, code_table, open_log_frequencies
-from moe_avatar.training.losses import (drawn_targets, hinge_d_loss, ma_gradient_penalty, mode_seeking, prior_loss,
-                                        reconstruction_error, shifted)
-from moe_avatar.training.models import (build_discriminator, build_generator, clip_from_checkpoint, count_params,
-                                        encode_images, encode_texts, gan_checkpoint, load_config, read_clip_checkpoint)
-from moe_avatar.training.runs import (Dist, RunDir, StepLog, add_run_arguments, autocast, average_gradients,
-                                      broadcast_parameters, cli_overrides, gather_rng_states, images_to_tensor, init_distributed,
-                                      load_states, pick_device, rng_state, sample_batch, seed_everything,
-                                      shutdown_distributed)
+from moe_avatar.training.losses import (
+    drawn_targets,
+    hinge_d_loss,
+    ma_gradient_penalty,
+    mode_seeking,
+    prior_loss,
+    reconstruction_error,
+    shifted,
+)
+from moe_avatar.training.models import (
+    build_discriminator,
+    build_generator,
+    clip_from_checkpoint,
+    count_params,
+    encode_images,
+    encode_texts,
+    gan_checkpoint,
+    load_config,
+    read_clip_checkpoint,
+)
+from moe_avatar.training.runs import (
+    Dist,
+    RunDir,
+    StepLog,
+    add_run_arguments,
+    autocast,
+    average_gradients,
+    broadcast_parameters,
+    cli_overrides,
+    gather_rng_states,
+    images_to_tensor,
+    init_distributed,
+    load_states,
+    pick_device,
+    rng_state,
+    sample_batch,
+    seed_everything,
+    shutdown_distributed,
+)
 from moe_avatar.training.text import CaptionBank, tokenize
 from moe_avatar.training.train_config import ConfigError, GanTrainConfig, parse_section
 

@@ -21,8 +21,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from moe_avatar.training.models import count_params, load_config, upscaler_checkpoint
-from moe_avatar.training.runs import (RunDir, StepLog, add_run_arguments, autocast, cli_overrides, images_to_tensor,
-                                      load_states, pick_device, rng_state, seed_everything)
+from moe_avatar.training.runs import (
+    RunDir,
+    StepLog,
+    add_run_arguments,
+    autocast,
+    cli_overrides,
+    images_to_tensor,
+    load_states,
+    pick_device,
+    rng_state,
+    seed_everything,
+)
 from moe_avatar.training.train_config import UpscalerTrainConfig, parse_section
 from moe_avatar.training.upscaler import Upscaler, UpscalerModelConfig, alpha_iou, lanczos, psnr, to_uint8
 

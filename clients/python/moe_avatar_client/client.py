@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -197,7 +197,7 @@ class AvatarClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "AvatarClient":
+    def __enter__(self) -> AvatarClient:
         return self
 
     def __exit__(self, *exc) -> None:
