@@ -183,13 +183,22 @@ async def serve(config: ServerConfig, reuse_port: bool = False) -> None:
     await server.wait_for_termination()
 
 
-def main(argv: list[str] | None = None) -> int:
+def configured(argv: list[str] | None, prog: str) -> ServerConfig | None:
+    """The config from flags and environment, with logging set up; None (after one line on
+    stderr naming every bad flag) when it is invalid."""
     try:
         config = load_config(argv)
     except ConfigError as e:
-        print(f"moe-avatar-server: {e}", file=sys.stderr)
-        return 2
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
     setup_logging(config.log_format, config.log_level)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = configured(argv, "moe-avatar-server")
+    if config is None:
+        return 2
     if config.workers != "1":  # a supervisor of worker processes (server/workers.py)
         from moe_avatar.server.workers import supervise
 

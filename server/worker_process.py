@@ -11,9 +11,7 @@ import logging
 import os
 import sys
 
-from moe_avatar.server.config import ConfigError, load_config
-from moe_avatar.server.logs import setup_logging
-from moe_avatar.server.main import run_server
+from moe_avatar.server.main import configured, run_server
 
 
 class _WorkerFields(logging.Filter):
@@ -35,12 +33,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("server_flags", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     flags = args.server_flags[1:] if args.server_flags[:1] == ["--"] else args.server_flags
-    try:
-        config = load_config(flags)
-    except ConfigError as e:
-        print(f"moe-avatar-server worker {args.worker_index}: {e}", file=sys.stderr)
+    config = configured(flags, f"moe-avatar-server worker {args.worker_index}")
+    if config is None:
         return 2
-    setup_logging(config.log_format, config.log_level)
     for handler in logging.getLogger("moe_avatar").handlers:
         handler.addFilter(_WorkerFields(args.worker_index))
     return run_server(config, reuse_port=True, who="worker ")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from moe_avatar.training import runs, train_clip, train_gan
+from moe_avatar.training import runs
 from moe_avatar.training.cli import main
 
 SKIP = {"rng", "config", "family", "step", "embed_dim"}  # not parameters, or per-rank by design
@@ -71,6 +71,5 @@ def _observed(sample_batch):
 
 if __name__ == "__main__":  # importing this module (for `digests`) changes nothing
     runs.RunDir.save_checkpoint = save_checkpoint
-    train_clip.sample_batch = _observed(train_clip.sample_batch)
-    train_gan.sample_batch = _observed(train_gan.sample_batch)
+    runs.sample_batch = _observed(runs.sample_batch)  # both trainers call runs.sample_batch
     sys.exit(main(sys.argv[1:]))

@@ -18,27 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from moe_avatar.training import runs
 from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, mention_targets, read_embedding, select
 from moe_avatar.training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
-from moe_avatar.training.runs import (
-    Dist,
-    RunDir,
-    StepLog,
-    add_run_arguments,
-    autocast,
-    average_gradients,
-    broadcast_parameters,
-    cli_overrides,
-    gather_rng_states,
-    images_to_tensor,
-    init_distributed,
-    load_states,
-    pick_device,
-    rng_state,
-    sample_batch,
-    seed_everything,
-    shutdown_distributed,
-)
 from moe_avatar.training.text import CaptionBank
 from moe_avatar.training.train_config import ClipTrainConfig, parse_section
 
@@ -49,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or an open_clip model name (e.g. ViT-B-32) when fine-tuning with --init")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--init", type=Path, help="start from a full open_clip checkpoint file on disk (never downloads)")
-    add_run_arguments(p)
+    runs.add_run_arguments(p)
 
 
 def resolve_config(name: str) -> dict[str, Any]:
@@ -113,7 +95,7 @@ def retrieval_accuracy(model, images: torch.Tensor, tokens: torch.Tensor) -> flo
 def read_config(args: argparse.Namespace) -> tuple[dict[str, Any], ClipTrainConfig]:
     """The config with the command line's overrides, its train section checked before anything loads."""
     cfg = resolve_config(args.config)
-    tc = parse_section(ClipTrainConfig, {**cfg["train"], **cli_overrides(args)}, f"config {cfg['name']}: train")
+    tc = parse_section(ClipTrainConfig, {**cfg["train"], **runs.cli_overrides(args)}, f"config {cfg['name']}: train")
     cfg["train"] = asdict(tc)  # resolved: config.json and the checkpoint record every option
     return cfg, tc
 
@@ -124,7 +106,7 @@ class ClipRun:
 
     tc: ClipTrainConfig
     device: torch.device
-    d: Dist
+    d: runs.Dist
     model: torch.nn.Module
     heads: torch.nn.ModuleDict  # attribute heads on the text and image embeddings (training-only)
     opt: torch.optim.Optimizer
@@ -135,12 +117,12 @@ class ClipRun:
     text_targets: Targets | None
 
 
-def build_run(args: argparse.Namespace, cfg: dict[str, Any], tc: ClipTrainConfig, d: Dist) -> ClipRun:
+def build_run(args: argparse.Namespace, cfg: dict[str, Any], tc: ClipTrainConfig, d: runs.Dist) -> ClipRun:
     from open_clip.loss import ClipLoss
 
     from moe_avatar.training.dataset import load_dataset
 
-    device = pick_device()
+    device = runs.pick_device()
     model = build_clip(cfg["model"])
     if args.init is not None:
         load_init_weights(model, args.init)
@@ -164,8 +146,8 @@ def build_run(args: argparse.Namespace, cfg: dict[str, Any], tc: ClipTrainConfig
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
                              {"params": list(heads.parameters()), "weight_decay": 0.0}],
                             lr=tc.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
-    broadcast_parameters(model, d)
-    broadcast_parameters(heads, d)
+    runs.broadcast_parameters(model, d)
+    runs.broadcast_parameters(heads, d)
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=d.rank, world_size=d.world)
     return ClipRun(tc, device, d, model, heads, opt, loss_fn, bank, data.images,
                    image_targets(data.attributes) if tc.attr_weight else None,
@@ -175,14 +157,14 @@ def build_run(args: argparse.Namespace, cfg: dict[str, Any], tc: ClipTrainConfig
 def train_step(r: ClipRun, step: int, data_rng: np.random.Generator) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Contrastive loss plus the attribute heads' on one batch; returns the stats row and the batch."""
     tc = r.tc
-    idx = sample_batch(len(r.images), tc.batch_size, data_rng)
+    idx = runs.sample_batch(len(r.images), tc.batch_size, data_rng)
     choice = r.bank.pick_indices(idx, data_rng)
     tokens = r.bank.tokens_for(choice, tc.segment_shuffle, data_rng)
-    imgs = images_to_tensor(r.images[idx]).to(r.device)
+    imgs = runs.images_to_tensor(r.images[idx]).to(r.device)
     for group in r.opt.param_groups:
         group["lr"] = lr_at(step, tc)
     row: dict[str, Any] = {}
-    with autocast(r.device, tc.precision):
+    with runs.autocast(r.device, tc.precision):
         img_f = encode_images(r.model, (imgs + 1) / 2)
         txt_f = encode_texts(r.model, tokens.to(r.device))
         loss = r.loss_fn(img_f.float(), txt_f.float(), r.model.logit_scale.exp())
@@ -194,8 +176,8 @@ def train_step(r: ClipRun, step: int, data_rng: np.random.Generator) -> tuple[di
             loss = loss + tc.attr_weight * (loss_t + loss_i)
     r.opt.zero_grad(set_to_none=True)
     loss.backward()
-    average_gradients(r.model, r.d)
-    average_gradients(r.heads, r.d)  # the attribute heads are trained too: keep them identical across ranks
+    runs.average_gradients(r.model, r.d)
+    runs.average_gradients(r.heads, r.d)  # the attribute heads are trained too: keep them identical across ranks
     r.opt.step()
     with torch.no_grad():
         r.model.logit_scale.clamp_(0, math.log(100))
@@ -205,18 +187,18 @@ def train_step(r: ClipRun, step: int, data_rng: np.random.Generator) -> tuple[di
 
 def run(args: argparse.Namespace) -> int:
     cfg, tc = read_config(args)
-    d = init_distributed()
-    run_dir = RunDir(args.out, d.main)
-    seed_everything(tc.seed)
+    d = runs.init_distributed()
+    run_dir = runs.RunDir(args.out, d.main)
+    runs.seed_everything(tc.seed)
     r = build_run(args, cfg, tc, d)
     data_rng = np.random.default_rng([tc.seed, d.rank])
     ckpt = run_dir.start(args.resume, data_rng, d.rank)
-    step = 0 if ckpt is None else load_states(ckpt, {"model": r.model, "attribute_heads": r.heads, "optimizer": r.opt})
+    step = 0 if ckpt is None else runs.load_states(ckpt, {"model": r.model, "attribute_heads": r.heads, "optimizer": r.opt})
     run_dir.write_config(cfg)
     if d.main:
         print(f"CLIP {cfg['name']}: {count_params(r.model) / 1e6:.2f} M parameters, {len(r.images)} images, "
               f"{len(r.bank.texts)} captions, device {r.device}, precision {tc.precision}, {d.world} process(es)")
-    log = StepLog(run_dir, "clip", tc.steps, step, tc.log_every, disable=not d.main or args.quiet)
+    log = runs.StepLog(run_dir, "clip", tc.steps, step, tc.log_every, disable=not d.main or args.quiet)
     stop_at = min(tc.steps, args.stop_at or tc.steps)
     while step < stop_at:
         row, imgs, tokens = train_step(r, step, data_rng)
@@ -228,11 +210,11 @@ def run(args: argparse.Namespace) -> int:
         if (logged := log.step(step, len(imgs) * d.world, row)) is not None:
             log.bar.set_postfix(loss=f"{logged['loss']:.3f}", sps=logged["samples_per_s"])
         if step % tc.checkpoint_every == 0 or step == stop_at:
-            rngs = gather_rng_states(rng_state(data_rng), d)
+            rngs = runs.gather_rng_states(runs.rng_state(data_rng), d)
             run_dir.save_checkpoint(clip_checkpoint(r.model, cfg, step=step, optimizer=r.opt.state_dict(), rng=rngs,
                                                     attribute_heads=r.heads.state_dict()))
     log.close()
-    shutdown_distributed()
+    runs.shutdown_distributed()
     return 0
 
 

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.training import runs
 from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
 from moe_avatar.training.latent import PROCEDURAL, attribute_indices, caption_pairs, code_table, open_log_frequencies
 from moe_avatar.training.losses import (
@@ -49,25 +50,6 @@ from moe_avatar.training.models import (
     gan_checkpoint,
     load_config,
     read_clip_checkpoint,
-)
-from moe_avatar.training.runs import (
-    Dist,
-    RunDir,
-    StepLog,
-    add_run_arguments,
-    autocast,
-    average_gradients,
-    broadcast_parameters,
-    cli_overrides,
-    gather_rng_states,
-    images_to_tensor,
-    init_distributed,
-    load_states,
-    pick_device,
-    rng_state,
-    sample_batch,
-    seed_everything,
-    shutdown_distributed,
 )
 from moe_avatar.training.text import CaptionBank, tokenize
 from moe_avatar.training.train_config import ConfigError, GanTrainConfig, parse_section
@@ -92,13 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="gan-64", help="config name in training/configs or a JSON path")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--init", type=Path, help="start G (from its EMA weights) and D from this GAN checkpoint (fresh optimizers)")
-    add_run_arguments(p)
+    runs.add_run_arguments(p)
 
 
 def read_config(args: argparse.Namespace) -> tuple[dict[str, Any], GanTrainConfig]:
     """The config with the command line's overrides, its train section checked before anything loads."""
     cfg = load_config(args.config, "gan")
-    tc = parse_section(GanTrainConfig, {**cfg["train"], **cli_overrides(args)}, f"config {cfg['name']}: train")
+    tc = parse_section(GanTrainConfig, {**cfg["train"], **runs.cli_overrides(args)}, f"config {cfg['name']}: train")
     tc.check_model(bool(cfg["model"].get("prior", False)))
     cfg["train"] = asdict(tc)  # resolved: config.json and the checkpoint record every option
     if cfg["model"].get("prior"):  # G's shape follows its schema, recorded so the checkpoint rebuilds it
@@ -112,7 +94,7 @@ class Stage:
 
     cfg: dict[str, Any]
     tc: GanTrainConfig
-    d: Dist
+    d: runs.Dist
     device: torch.device
     clip: torch.nn.Module
     clip_heads: AttributeHeads | None
@@ -173,11 +155,11 @@ def _pixel_weight(data, tc: GanTrainConfig, res: int, progress: bool) -> torch.T
     return torch.from_numpy(weights).to(torch.float16)  # small integers in practice: exact, half the memory
 
 
-def build_stage(args: argparse.Namespace, cfg: dict[str, Any], tc: GanTrainConfig, d: Dist) -> Stage:
+def build_stage(args: argparse.Namespace, cfg: dict[str, Any], tc: GanTrainConfig, d: runs.Dist) -> Stage:
     """Load the frozen CLIP and the dataset, build G, D, G's EMA copy and their optimizers."""
     from moe_avatar.training.dataset import load_dataset
 
-    device = pick_device()
+    device = runs.pick_device()
     progress = d.main and not args.quiet
     clip, clip_heads, context = _load_clip(args, cfg, tc, device)
     res = cfg["model"]["resolution"]
@@ -194,8 +176,8 @@ def build_stage(args: argparse.Namespace, cfg: dict[str, Any], tc: GanTrainConfi
     disc = build_discriminator(cfg["model"], embed_dim).to(device, memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=tc.lr_g, betas=tc.betas, fused=True)
     opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr_d, betas=tc.betas, fused=True)
-    broadcast_parameters(g, d)
-    broadcast_parameters(disc, d)
+    runs.broadcast_parameters(g, d)
+    runs.broadcast_parameters(disc, d)
     return Stage(cfg, tc, d, device, clip, clip_heads, g, disc, copy.deepcopy(g).eval().requires_grad_(False),
                  opt_g, opt_d, bank, data.images, image_targets(data.attributes) if tc.labelled else None,
                  attribute_indices(data.attributes) if g.prior is not None else None,
@@ -216,7 +198,7 @@ def init_from(s: Stage, path: Path) -> None:
     s.cfg["init"] = str(path)
 
 
-def fit_open_prior(s: Stage, run_dir: RunDir) -> None:
+def fit_open_prior(s: Stage, run_dir: runs.RunDir) -> None:
     """What the prior draws for the families a caption leaves open, fitted to the data's
     captions (training.latent.open_log_frequencies): captions mention some values more than
     others, so where one is silent the rarely mentioned values are the common ones."""
@@ -229,9 +211,9 @@ def fit_open_prior(s: Stage, run_dir: RunDir) -> None:
 
 
 def next_batch(s: Stage, data_rng: np.random.Generator) -> Batch:
-    idx = sample_batch(len(s.images), s.tc.batch_size, data_rng)
+    idx = runs.sample_batch(len(s.images), s.tc.batch_size, data_rng)
     choice = s.bank.pick_indices(idx, data_rng)
-    real = images_to_tensor(s.images[idx]).to(s.device)
+    real = runs.images_to_tensor(s.images[idx]).to(s.device)
     z = torch.randn(len(idx), s.g.z_dim, device=s.device)
     with torch.no_grad():
         text = encode_texts(s.clip, s.bank.tokens_for(choice, s.tc.segment_shuffle, data_rng).to(s.device))
@@ -242,7 +224,7 @@ def next_batch(s: Stage, data_rng: np.random.Generator) -> Batch:
 def d_step(s: Stage, b: Batch) -> dict[str, torch.Tensor]:
     """D: hinge loss on (real, T), (real, someone else's T), (fake, T), MA-GP, attribute heads."""
     tc = s.tc
-    with autocast(s.device, tc.precision):
+    with runs.autocast(s.device, tc.precision):
         fake = s.g(b.z, b.text).detach()
         out_real, gp, feats_real = ma_gradient_penalty(s.disc, b.real, b.text)
         out_mis = s.disc(b.real[:-1], b.text[1:])
@@ -255,7 +237,7 @@ def d_step(s: Stage, b: Batch) -> dict[str, torch.Tensor]:
             row.update(cls_d=cls_d, attr_acc_real=acc_real)
     s.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
-    average_gradients(s.disc, s.d)
+    runs.average_gradients(s.disc, s.d)
     s.opt_d.step()
     return {"loss_d": loss_d, "d_real": out_real.mean(), "d_fake": out_fake.mean(), "d_mismatch": out_mis.mean(),
             "ma_gp": gp, **row}
@@ -310,7 +292,7 @@ def reconstruction_loss(s: Stage, b: Batch, row: dict) -> torch.Tensor:
 def g_step(s: Stage, b: Batch, step: int) -> dict[str, torch.Tensor]:
     tc, row = s.tc, {}
     loss_g = torch.zeros((), device=s.device)
-    with autocast(s.device, tc.precision):
+    with runs.autocast(s.device, tc.precision):
         if tc.adversarial:
             loss_g = loss_g + adversarial_g_loss(s, b, row)
         if tc.rec_weight:
@@ -320,7 +302,7 @@ def g_step(s: Stage, b: Batch, step: int) -> dict[str, torch.Tensor]:
         loss_g = loss_g + tc.prior_weight * row["prior_loss"]
     s.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
-    average_gradients(s.g, s.d)
+    runs.average_gradients(s.g, s.d)
     s.opt_g.step()
     # Ramp the EMA decay up from 0 so early, near-random weights wash out quickly.
     ema_update(s.g_ema, s.g, min(tc.ema_decay, (1 + step) / (10 + step)))
@@ -349,23 +331,23 @@ def sample_grid(g, clip, z_dim: int, context: int, path: Path) -> None:
 
 
 def _checkpoint(s: Stage, step: int, data_rng: np.random.Generator) -> dict[str, Any]:
-    rngs = gather_rng_states(rng_state(data_rng), s.d)
+    rngs = runs.gather_rng_states(runs.rng_state(data_rng), s.d)
     return gan_checkpoint(s.g, s.disc, s.g_ema, s.cfg, s.clip.text_projection.shape[1], step=step,
                           opt_g=s.opt_g.state_dict(), opt_d=s.opt_d.state_dict(), rng=rngs)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg, tc = read_config(args)
-    d = init_distributed()
-    run_dir = RunDir(args.out, d.main)
-    seed_everything(tc.seed + d.rank)
+    d = runs.init_distributed()
+    run_dir = runs.RunDir(args.out, d.main)
+    runs.seed_everything(tc.seed + d.rank)
     s = build_stage(args, cfg, tc, d)
     if args.init is not None:
         init_from(s, args.init)
     s.g_ema.load_state_dict(s.g.state_dict())
     data_rng = np.random.default_rng([tc.seed, d.rank])
     ckpt = run_dir.start(args.resume, data_rng, d.rank)
-    step = 0 if ckpt is None else load_states(ckpt, {"g": s.g, "d": s.disc, "g_ema": s.g_ema,
+    step = 0 if ckpt is None else runs.load_states(ckpt, {"g": s.g, "d": s.disc, "g_ema": s.g_ema,
                                                      "opt_g": s.opt_g, "opt_d": s.opt_d})
     if tc.prior_open_from_data and ckpt is None:  # after --init; a resumed checkpoint already holds the fit
         fit_open_prior(s, run_dir)
@@ -374,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"GAN {cfg['name']}: G {count_params(s.g) / 1e6:.2f} M, D {count_params(s.disc) / 1e6:.2f} M parameters, "
               f"{cfg['model']['resolution']} px, {len(s.images)} images, device {s.device}, "
               f"precision {tc.precision}, {d.world} process(es)")
-    log = StepLog(run_dir, "gan", tc.steps, step, tc.log_every, disable=not d.main or args.quiet)
+    log = runs.StepLog(run_dir, "gan", tc.steps, step, tc.log_every, disable=not d.main or args.quiet)
     stop_at = min(tc.steps, args.stop_at or tc.steps)
     context = s.bank.tokens.shape[1]
     while step < stop_at:
@@ -389,5 +371,5 @@ def run(args: argparse.Namespace) -> int:
         if step % tc.checkpoint_every == 0 or step == stop_at:
             run_dir.save_checkpoint(_checkpoint(s, step, data_rng))
     log.close()
-    shutdown_distributed()
+    runs.shutdown_distributed()
     return 0
