@@ -100,16 +100,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
     ]
     if up is not None:
         steps.append(("upscaler", UpscalerGraph(up), (torch.zeros(2, res, res, 4, dtype=torch.uint8),)))
-    for i, (key, module, example) in enumerate(steps, 1):
-        t0 = time.time()
-        path = out / ALL_GRAPH_FILES[key]
-        export_graph(module, example, specs[key], path, options.opset)
-        if options.simplify:
-            simplify_graph(path)
-        if options.fp16:
-            store_weights_fp16(path)
-        _check_onnx(path)
-        log(f"[export {i}/{len(steps) + 1}] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
+    _write_graphs(steps, specs, out, options, log)
     build_tokenizer(context, n_merges=merges_for_vocab(clip.token_embedding.num_embeddings)).save(str(out / TOKENIZER_FILE))
     log(f"[export {len(steps) + 1}/{len(steps) + 1}] tokenizer.json (context {context})")
 
@@ -119,11 +110,6 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
     if not report.ok:
         raise ExportError(f"parity check failed for {out} ({precision}); see the table above")
 
-    attributes = options.attributes
-    if attributes is None and "attributes" in gan_cfg["model"]:  # the schema G's prior was built from
-        attributes = model_schema(gan_cfg["model"]).vocabulary()
-    if attributes is None:
-        attributes = (clip_cfg.get("data") or {}).get("attributes") or {}
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": options.name,
@@ -139,7 +125,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         "simplified": options.simplify,
         "truncation": "z_eff = psi * z",
         "files": {},
-        "attributes": attributes,
+        "attributes": _vocabulary(options, gan_cfg, clip_cfg),
         "training": {"clip": clip_cfg, "gan": gan_cfg, "gan_step": gan_raw.get("step"),
                      "generator_weights": options.generator_weights},
         "evaluation": options.evaluation,
@@ -151,13 +137,43 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
         manifest["training"]["upscaler"] = up_cfg
         manifest["source"]["upscaler"] = os.path.relpath(options.upscaler, out)
+    manifest["files"] = _file_entries(out, specs)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _write_graphs(steps: list, specs: dict, out: Path, options: ExportOptions, log) -> None:
+    """Each (key, module, example input) to ONNX, simplified and fp16-stored as asked, checked."""
+    for i, (key, module, example) in enumerate(steps, 1):
+        t0 = time.time()
+        path = out / ALL_GRAPH_FILES[key]
+        export_graph(module, example, specs[key], path, options.opset)
+        if options.simplify:
+            simplify_graph(path)
+        if options.fp16:
+            store_weights_fp16(path)
+        _check_onnx(path)
+        log(f"[export {i}/{len(steps) + 1}] {path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.1f}s")
+
+
+def _vocabulary(options: ExportOptions, gan_cfg: dict, clip_cfg: dict) -> dict[str, list[str]]:
+    """The manifest's attribute vocabulary: as given, else the schema G's prior was built from, else the CLIP data's."""
+    if options.attributes is not None:
+        return options.attributes
+    if "attributes" in gan_cfg["model"]:
+        return model_schema(gan_cfg["model"]).vocabulary()
+    return (clip_cfg.get("data") or {}).get("attributes") or {}
+
+
+def _file_entries(out: Path, specs: dict) -> dict[str, dict[str, Any]]:
+    """files.<key>: path, sha256, bytes, and a graph's inputs and outputs."""
+    files = {}
     for key, fname in [(k, f) for k, f in ALL_GRAPH_FILES.items() if k in specs] + [("tokenizer", TOKENIZER_FILE)]:
         entry: dict[str, Any] = {"path": fname, "sha256": sha256_file(out / fname), "bytes": (out / fname).stat().st_size}
         if key in specs:
             entry["inputs"], entry["outputs"] = specs[key].inputs, specs[key].outputs
-        manifest["files"][key] = entry
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return manifest
+        files[key] = entry
+    return files
 
 
 def simplify_graph(path: Path) -> None:
