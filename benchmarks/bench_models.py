@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from moe_avatar.bundle import load_bundle, noise_from_seeds  # noqa: E402
 from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph  # noqa: E402
-from moe_avatar.server.bundle import load_bundle, noise_from_seeds  # noqa: E402
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint  # noqa: E402
 from moe_avatar.training.upscaler import build_upscaler  # noqa: E402
 

@@ -69,8 +69,8 @@ async def _drive(one, calls: int, concurrency: int) -> dict[str, float]:
 
 
 async def in_process(models: Path, calls: int, concurrency: int, max_batch: int) -> dict[str, float]:
+    from moe_avatar.bundle import find_bundles
     from moe_avatar.server import textures
-    from moe_avatar.server.bundle import find_bundles
     from moe_avatar.server.metrics import Metrics
     from moe_avatar.server.pipeline import ModelPipeline
     from moe_avatar.server.runtime import resolve_device

@@ -32,7 +32,7 @@ FORMATS = ("png", "webp", "rgba")
 
 
 async def _avatars(models: Path, n: int):
-    from moe_avatar.server.bundle import find_bundles
+    from moe_avatar.bundle import find_bundles
     from moe_avatar.server.metrics import Metrics
     from moe_avatar.server.pipeline import ModelPipeline
     from moe_avatar.server.runtime import resolve_device

@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moe_avatar.export import __version__
-from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs, store_weights_fp16
-from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
-from moe_avatar.server.bundle import (
+from moe_avatar.bundle import (
     FORMAT_VERSION,
     GRAPH_FILES,
     MANIFEST,
@@ -30,6 +27,9 @@ from moe_avatar.server.bundle import (
     noise_from_seeds,
     sha256_file,
 )
+from moe_avatar.export import __version__
+from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs, store_weights_fp16
+from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, load_upscaler_checkpoint, model_schema
 
 ALL_GRAPH_FILES = {**GRAPH_FILES, **OPTIONAL_GRAPH_FILES}

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from moe_avatar.server.bundle import graph_io
+from moe_avatar.bundle import graph_io
 from moe_avatar.training.models import encode_images, encode_texts
 
 
@@ -75,7 +75,7 @@ class GraphSpec:
 
 def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int,
                 upscaled: int | None = None) -> dict[str, GraphSpec]:
-    """The bundle contract's graph inputs and outputs (moe_avatar.server.bundle.graph_io)."""
+    """The bundle contract's graph inputs and outputs (moe_avatar.bundle.graph_io)."""
     return {key: GraphSpec(io["inputs"], io["outputs"])
             for key, io in graph_io(context_length, embed_dim, z_dim, resolution, upscaled).items()}
 

@@ -4,7 +4,7 @@ open_clip cleans text with ftfy + html.unescape, collapses whitespace, lower-cas
 with a regex and runs byte-level BPE with a `</w>` end-of-word suffix. The server must not
 need torch or open_clip, so we write the same pipeline as a `tokenizer.json`:
 ftfy's width, quote and ligature fixes become `Replace` normalizers; HTML entities are
-unescaped by the caller (`moe_avatar.server.bundle.clean_prompt`) because `tokenizers` has no such step.
+unescaped by the caller (`moe_avatar.bundle.clean_prompt`) because `tokenizers` has no such step.
 """
 from __future__ import annotations
 

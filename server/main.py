@@ -21,9 +21,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from moe_avatar.bundle import BundleError, find_bundles
 from moe_avatar.server import auth, tls
 from moe_avatar.server.bridge_web import CorsPolicy, parse_origins
-from moe_avatar.server.bundle import BundleError, find_bundles
 from moe_avatar.server.config import ConfigError, ServerConfig, load_config
 from moe_avatar.server.guard import RequestGuard
 from moe_avatar.server.health import HealthServicer

@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import tokenizers
 
+from moe_avatar.bundle import Bundle, BundleError, check_graph_io, clean_prompt, noise_from_seeds
 from moe_avatar.server.batcher import MicroBatcher
-from moe_avatar.server.bundle import Bundle, BundleError, check_graph_io, clean_prompt, noise_from_seeds
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.runtime import DeviceError, SessionFactory
 

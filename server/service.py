@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import numpy as np
 
+from moe_avatar.bundle import noise_from_seeds
 from moe_avatar.server import textures, validation
 from moe_avatar.server.batcher import QueueFull
-from moe_avatar.server.bundle import noise_from_seeds
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.pipeline import Avatar, ModelPipeline, select_best, slerp
 from moe_avatar.server.streaming import CLIENT, ByteBudget, FairEncoder, is_heavy

@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server_util import running_server, subprocess_server
 from tls_util import make_certs
 
+from moe_avatar.bundle import BundleError, load_bundle
 from moe_avatar.server import auth, tls
-from moe_avatar.server.bundle import BundleError, load_bundle
 from moe_avatar.server.config import ConfigError, ServerConfig
 from moe_avatar_client import cli
 from moe_avatar_client.client import AvatarClient

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from moe_avatar.bundle import clean_prompt, noise_from_seeds, sha256_file
 from moe_avatar.export.bundle import ExportError, ExportOptions, export_bundle, verify_bundle, write_triton_repository
 from moe_avatar.export.cli import main as export_main
 from moe_avatar.export.tiny import make_tiny_bundle, make_tiny_checkpoints
 from moe_avatar.export.tokenizer import build_tokenizer
-from moe_avatar.server.bundle import clean_prompt, noise_from_seeds, sha256_file
 from moe_avatar.training.models import CheckpointError, load_clip_checkpoint, load_gan_checkpoint
 
 

@@ -26,7 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
-from moe_avatar.server.bundle import BundleError
+from moe_avatar.bundle import BundleError
 from moe_avatar.server.pipeline import ModelPipeline
 from moe_avatar_client.client import AvatarClient, StreamAssembler
 from moeavatar.v1 import avatar_pb2 as pb

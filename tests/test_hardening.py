@@ -25,7 +25,7 @@ import pytest
 from google.protobuf import json_format
 from server_util import REPO_ROOT, free_port, running_server, subprocess_server
 
-from moe_avatar.server.bundle import BundleError, sha256_file
+from moe_avatar.bundle import BundleError, sha256_file
 from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 

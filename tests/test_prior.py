@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.bundle import noise_from_seeds
 from moe_avatar.training import losses, train_gan
 from moe_avatar.training.attributes import ATTRIBUTES, HEAD_ITEMS, NEUTRAL_ATTRIBUTES, sample_attributes, visible_families
 from moe_avatar.training.cli import main as train_main

@@ -151,8 +151,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_exported_upscaler_matches_pytorch_and_the_manifest(exported: Path) -> None:
     import onnxruntime as ort
 
+    from moe_avatar.bundle import load_bundle
     from moe_avatar.export.graphs import UpscalerGraph
-    from moe_avatar.server.bundle import load_bundle
 
     bundle = load_bundle(exported)
     assert bundle.manifest["upscaler"] == {"resolution": 256, "native_resolution": 64, "scale": 4}
@@ -171,8 +171,8 @@ def test_exported_upscaler_matches_pytorch_and_the_manifest(exported: Path) -> N
 def test_bundle_without_upscaler_stays_valid_and_a_half_one_is_refused(exported: Path, tmp_path: Path) -> None:
     import shutil
 
+    from moe_avatar.bundle import BundleError, load_bundle
     from moe_avatar.export.bundle import ExportError, verify_bundle
-    from moe_avatar.server.bundle import BundleError, load_bundle
 
     ckpts = exported.parent / "tiny-checkpoints"
     report = verify_bundle(exported, ckpts / "clip.pt", ckpts / "gan.pt", log=lambda *_: None, upscaler_ckpt=ckpts / "upscaler.pt")
@@ -208,8 +208,8 @@ def test_eval_figures_known_answers() -> None:
 def test_add_upscaler_leaves_every_other_file_as_it_is(exported: Path, tmp_path: Path) -> None:
     import shutil
 
+    from moe_avatar.bundle import load_bundle
     from moe_avatar.export.cli import main as export_main
-    from moe_avatar.server.bundle import load_bundle
 
     copy = tmp_path / "plain"
     shutil.copytree(exported, copy)

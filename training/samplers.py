@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from moe_avatar.server.bundle import (
+from moe_avatar.bundle import (
     GRAPH_FILES,
     clean_prompt,
     load_bundle,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from moe_avatar.server.bundle import noise_from_seeds
+from moe_avatar.bundle import noise_from_seeds
 from moe_avatar.training import runs
 from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, read_embedding, select
 from moe_avatar.training.latent import PROCEDURAL, attribute_indices, caption_pairs, code_table, open_log_frequencies
