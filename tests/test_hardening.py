@@ -252,16 +252,21 @@ def test_slow_body_is_408_and_the_connection_closed(model_repo):
         assert b"--http-body-timeout" in answer
 
 
+def assert_grpc_serves(target: str) -> None:
+    """A Generate over a new gRPC connection runs to its `done` event."""
+    with grpc.insecure_channel(target) as channel:
+        kinds = [m.WhichOneof("event") for m in pb_grpc.AvatarServiceStub(channel).Generate(
+            pb.GenerateRequest(prompt="cat ears", seed=1), timeout=30)]
+    assert kinds[-1] == "done"
+
+
 def test_connection_cap_closes_extra_connections_and_grpc_keeps_serving(model_repo):
     with _bridge(model_repo, http_max_connections=4, http_header_timeout=30.0) as s:
         socks = [socket.create_connection(("127.0.0.1", s.server.http_port)) for _ in range(12)]
         try:
             closed = sum(_closed_within(sock, 0.5)[0] for sock in socks)
             assert closed == 12 - 4
-            with grpc.insecure_channel(s.target) as channel:
-                kinds = [m.WhichOneof("event") for m in pb_grpc.AvatarServiceStub(channel).Generate(
-                    pb.GenerateRequest(prompt="cat ears", seed=1), timeout=30)]
-                assert kinds[-1] == "done"
+            assert_grpc_serves(s.target)
         finally:
             for sock in socks:
                 sock.close()
@@ -338,10 +343,7 @@ def test_out_of_file_descriptors_logs_rarely_and_grpc_keeps_serving(model_repo):
             with contextlib.suppress(OSError):
                 socks.append(socket.create_connection(("127.0.0.1", http_port), timeout=5))
         time.sleep(1)
-        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # a new connection
-            kinds = [m.WhichOneof("event") for m in pb_grpc.AvatarServiceStub(channel).Generate(
-                pb.GenerateRequest(prompt="cat ears", seed=1), timeout=30)]
-            assert kinds[-1] == "done"
+        assert_grpc_serves(f"127.0.0.1:{grpc_port}")  # over a new connection
     finally:
         for sock in socks:
             sock.close()

@@ -531,25 +531,24 @@ def _zh_request(items: list[Item], rng) -> str:
 
 
 # ----------------------------------------------------------------------------- extras and noise
-def _extras_en(text: str, rng) -> str:
-    """A word outside the vocabulary ("for my rpg", "pirate", an emoji) that states nothing."""
+def _extras(text: str, rng, ways: list) -> str:
+    """A word outside the vocabulary ("for my rpg", "pirate", an emoji) that states nothing:
+    one of `ways` (cumulative probability, how), drawn with one uniform."""
     r = rng.random()
-    if r < 0.5:
-        return f"{text}{_pick(rng, [' ', ', '])}{_pick(rng, W.EN_DISTRACTORS)}"
-    if r < 0.7:
-        return f"{_pick(rng, W.EN_DISTRACTORS)}{_pick(rng, [', ', ' '])}{text}"
-    if r < 0.85:
-        return f"{text} {_pick(rng, W.EMOJI)}"
-    return f"{text}, {_pick(rng, W.EN_ROLES)}" if _coin(rng, 0.5) else f"{_pick(rng, W.EN_ROLES)}, {text}"
+    return next(way for limit, way in ways if r < limit)(text, rng)
 
 
-def _extras_zh(text: str, rng) -> str:
-    r = rng.random()
-    if r < 0.5:
-        return f"{text}{_pick(rng, ['，', ' ', '，'])}{_pick(rng, W.ZH_DISTRACTORS)}"
-    if r < 0.7:
-        return f"{_pick(rng, W.ZH_ROLES)}{_pick(rng, ['，', ' '])}{text}"
-    return f"{text}{_pick(rng, W.EMOJI)}"
+_EXTRAS_EN = [
+    (0.5, lambda t, rng: f"{t}{_pick(rng, [' ', ', '])}{_pick(rng, W.EN_DISTRACTORS)}"),
+    (0.7, lambda t, rng: f"{_pick(rng, W.EN_DISTRACTORS)}{_pick(rng, [', ', ' '])}{t}"),
+    (0.85, lambda t, rng: f"{t} {_pick(rng, W.EMOJI)}"),
+    (1.0, lambda t, rng: f"{t}, {_pick(rng, W.EN_ROLES)}" if _coin(rng, 0.5) else f"{_pick(rng, W.EN_ROLES)}, {t}"),
+]
+_EXTRAS_ZH = [
+    (0.5, lambda t, rng: f"{t}{_pick(rng, ['，', ' ', '，'])}{_pick(rng, W.ZH_DISTRACTORS)}"),
+    (0.7, lambda t, rng: f"{_pick(rng, W.ZH_ROLES)}{_pick(rng, ['，', ' '])}{t}"),
+    (1.0, lambda t, rng: f"{t}{_pick(rng, W.EMOJI)}"),
+]
 
 
 def _typo(text: str, rng) -> str:
@@ -658,7 +657,7 @@ def compose(states: dict, lang: str, rng: np.random.Generator, noise: bool = Tru
         return text, ()
     kinds: tuple[str, ...] = ()
     if _coin(rng, RATES["distractor"]):
-        text, kinds = (_extras_en if lang == "en" else _extras_zh)(text, rng), ("distractor",)
+        text, kinds = _extras(text, rng, _EXTRAS_EN if lang == "en" else _EXTRAS_ZH), ("distractor",)
     text, more = (_noise_en if lang == "en" else _noise_zh)(text, rng)
     return text, kinds + more
 
