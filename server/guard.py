@@ -163,6 +163,8 @@ class RequestGuard(grpc.aio.ServerInterceptor):
                 messages = behavior(request, context)
                 ended = _CallEnd(lambda: self._leave(client), messages)
                 context.add_done_callback(ended)
+                if context.done():  # over before the callback was added (a deadline of a few ms)
+                    ended(context)
                 try:
                     async for message in messages:
                         yield message
