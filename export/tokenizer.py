@@ -97,7 +97,3 @@ def build_tokenizer(context_length: int, bpe_path: Path | None = None, n_merges:
     tok.enable_truncation(max_length=context_length)
     tok.enable_padding(length=context_length, pad_id=0, pad_token="!")
     return tok
-
-
-def write_tokenizer(path: Path, context_length: int) -> None:
-    build_tokenizer(context_length).save(str(path))

@@ -73,6 +73,8 @@ class _CallEnd:
             self._leave()
 
     def __call__(self, _context) -> None:
+        if self._left:  # the handler's own `finally` ran: it is closed already
+            return
         self.leave()
         with contextlib.suppress(RuntimeError):  # no running loop: the process is exiting
             asyncio.get_running_loop().create_task(self._close())

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from moe_avatar.training.attributes import NEUTRAL_ATTRIBUTES, validate_attributes
+from moe_avatar.training.attributes import validate_attributes
 
 RGB = tuple[int, int, int]
 
@@ -569,10 +569,3 @@ def render_avatar(attrs: dict, size: int = 64, rng: np.random.Generator | None =
     bg = make_background(attrs["background"], size, None if jitter is None else jitter[_BG_SLOT:])
     bg.alpha_composite(avatar)
     return bg
-
-
-def render_neutral(size: int = 64, **overrides) -> Image.Image:
-    """Canonical render of the neutral base avatar with some families changed."""
-    attrs = dict(NEUTRAL_ATTRIBUTES)
-    attrs.update(overrides)
-    return render_avatar(attrs, size)
