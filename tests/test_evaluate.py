@@ -130,6 +130,16 @@ def test_head_accessories_are_scored_as_exact_sets_beside_the_lenient_reading() 
     assert res["per_family"]["head_accessory"] == 0.5 and res["head_accessory_items_seen"] == 1.0
 
 
+def test_a_stated_family_the_image_hides_is_wrong() -> None:
+    wink = {"eye_shape": "wink", "eye_color": "blue", "face_accessory": "none", "expression": "smile"}
+    shades = {**wink, "face_accessory": "sunglasses"}  # the judge still reads "wink" where it cannot see
+    assert stated_correct({"eye_shape": "wink", "eye_color": "blue"}, wink) == {"eye_shape": True, "eye_color": True}
+    assert stated_correct({"eye_shape": "wink", "eye_color": "blue"}, shades) == {"eye_shape": False, "eye_color": False}
+    masked = {**wink, "face_accessory": "mask"}
+    assert stated_correct({"expression": "smile"}, masked) == {"expression": False}
+    assert stated_correct({"expression": "smile"}, wink) == {"expression": True}
+
+
 def test_negations_are_right_only_when_the_excluded_value_is_not_drawn() -> None:
     glasses = {"face_accessory": "glasses", "head_accessory": ["ribbon"]}
     plain = {"face_accessory": "none", "head_accessory": ["flower"]}

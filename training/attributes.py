@@ -116,9 +116,10 @@ def visible_families(attrs: dict) -> set[str]:
     Captions only state visible families; evaluation should only score those.
     """
     fams = set(FAMILIES)
-    if attrs["face_accessory"] == "sunglasses" or attrs["expression"] == "closed-eye happy":
+    face, expression = attrs.get("face_accessory"), attrs.get("expression")  # a judge's partial reading too
+    if face == "sunglasses" or expression == "closed-eye happy":
         fams -= {"eye_color", "eye_shape"}
-    if attrs["face_accessory"] == "mask" and attrs["expression"] in ("smile", "neutral", "open mouth"):
+    if face == "mask" and expression in ("smile", "neutral", "open mouth"):
         fams.discard("expression")
     return fams
 

@@ -1,6 +1,8 @@
 """Prompt scoring: which of a prompt's claims a judged image satisfies, and the aggregates.
 
-Every check is exact. A stated head-accessory set is right only when the judged set equals
+Every check is exact. A stated family the image hides (eye colour under sunglasses the prompt
+did not ask for, a wink behind closed-eye happy eyes) is wrong: the player cannot see it. A
+stated head-accessory set is right only when the judged set equals
 it (extra items the prompt did not ask for are wrong; `[]` means nothing on the head); a
 stated "none" face accessory only when none is drawn. An excluded value ("no glasses",
 `excludes`) is right only when it is not drawn (head accessories: none of the listed items).
@@ -11,15 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from moe_avatar.training.attributes import COLOR_FAMILIES, FAMILIES, MULTI_VALUED
+from moe_avatar.training.attributes import COLOR_FAMILIES, FAMILIES, MULTI_VALUED, visible_families
 from moe_avatar.training.prompt_sets import Prompt
 
 BOOTSTRAP = 1000
 
 
 def stated_correct(stated: dict, predicted: dict) -> dict[str, bool]:
-    """Per stated family: does the judged image show exactly the stated value (or set)?"""
-    return {f: (sorted(predicted[f]) == sorted(v)) if f == MULTI_VALUED else predicted[f] == v
+    """Per stated family: does the judged image show exactly the stated value (or set)? A
+    family the image hides is not shown, so it is wrong whatever the judge reads there."""
+    shown = visible_families(predicted)
+    return {f: f in shown and ((sorted(predicted[f]) == sorted(v)) if f == MULTI_VALUED else predicted[f] == v)
             for f, v in stated.items()}
 
 
