@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 GRAPH_FILES = {"text_encoder": "text_encoder.onnx", "image_encoder": "image_encoder.onnx",
                "generator": "generator.onnx"}
 # Graphs a bundle may leave out; a bundle without them is complete (the server resamples instead).
-OPTIONAL_GRAPH_FILES = {"upscaler": "upscaler.onnx"}
+OPTIONAL_GRAPH_FILES = {"upscaler": "upscaler.onnx", "reader": "reader.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 REQUIRED_FILES = (*GRAPH_FILES, "tokenizer")
 REQUIRED_INTS = ("resolution", "embed_dim", "z_dim", "context_length")
@@ -37,9 +37,10 @@ class BundleError(RuntimeError):
 
 
 def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int,
-             upscaled: int | None = None) -> dict[str, dict[str, list[dict]]]:
+             upscaled: int | None = None, reading: tuple[int, int] | None = None) -> dict[str, dict[str, list[dict]]]:
     """Each graph's inputs and outputs: name, dtype and shape (a str dimension is dynamic);
-    the upscaler's (`resolution` -> `upscaled` px) when `upscaled` is given."""
+    the upscaler's (`resolution` -> `upscaled` px) when `upscaled` is given, the reader's
+    when `reading` gives its (families, values) counts."""
     graphs = {
         "text_encoder": {
             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", context_length]}],
@@ -62,6 +63,12 @@ def graph_io(context_length: int, embed_dim: int, z_dim: int, resolution: int,
         graphs["upscaler"] = {
             "inputs": [{"name": "image", "dtype": "uint8", "shape": ["batch", resolution, resolution, 4]}],
             "outputs": [{"name": "upscaled", "dtype": "uint8", "shape": ["batch", upscaled, upscaled, 4]}],
+        }
+    if reading is not None:  # the attribute prior's answer (manifest field `reading`)
+        graphs["reader"] = {
+            "inputs": [{"name": "text_embedding", "dtype": "float32", "shape": ["batch", embed_dim]}],
+            "outputs": [{"name": "stated", "dtype": "float32", "shape": ["batch", reading[0]]},
+                        {"name": "values", "dtype": "float32", "shape": ["batch", reading[1]]}],
         }
     return graphs
 
@@ -86,6 +93,33 @@ def sha256_file(path: pathlib.Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+HEAD_SET_JOINER = " + "  # a reading's label for a set of items ("cat ears + bow"); the empty set is "none"
+
+
+@dataclass(frozen=True)
+class FamilyReading:
+    """What the model read from a prompt for one attribute family (the generator's attribute
+    prior): whether the prompt states it, and the value it would draw if so."""
+
+    family: str
+    stated: bool  # stated_probability >= 0.5; otherwise the generator draws the family at random
+    stated_probability: float
+    value: str
+    value_probability: float
+
+
+def decode_reading(reading: dict[str, list[str]], stated: np.ndarray, values: np.ndarray) -> list[FamilyReading]:
+    """One prompt's row of the reader graph's outputs (`stated` [F], `values` [V]) -> a
+    FamilyReading per family, in the manifest's order (field `reading`)."""
+    out, start = [], 0
+    for f, (family, labels) in enumerate(reading.items()):
+        block = values[start:start + len(labels)]
+        k = int(np.argmax(block))
+        out.append(FamilyReading(family, bool(stated[f] >= 0.5), float(stated[f]), labels[k], float(block[k])))
+        start += len(labels)
+    return out
 
 
 @dataclass(frozen=True)
@@ -114,6 +148,19 @@ class Bundle:
         return int(up["resolution"]) if up else None
 
     @property
+    def reading(self) -> dict[str, list[str]] | None:
+        """What the reader graph answers (manifest `reading`): family -> the labels of its
+        values, in the order of the graph's `stated` columns and `values` blocks; None without one."""
+        reading = self.manifest.get("reading")
+        return {str(f): [str(v) for v in vs] for f, vs in reading.items()} if reading else None
+
+    @property
+    def reading_shape(self) -> tuple[int, int] | None:
+        """(families, values) of the reader graph's outputs, or None without one."""
+        r = self.reading
+        return (len(r), sum(len(v) for v in r.values())) if r else None
+
+    @property
     def embed_dim(self) -> int:
         return int(self.manifest["embed_dim"])
 
@@ -139,7 +186,7 @@ class Bundle:
     def io(self, key: str) -> dict[str, list[dict]]:
         """The graph's inputs and outputs as this bundle's sizes make them."""
         return graph_io(self.context_length, self.embed_dim, self.z_dim, self.resolution,
-                        self.upscaled_resolution)[key]
+                        self.upscaled_resolution, self.reading_shape)[key]
 
 
 def _read_manifest(directory: pathlib.Path) -> dict[str, Any]:
@@ -172,7 +219,7 @@ def _field_problems(manifest: dict[str, Any]) -> list[str]:
         problems.append("field 'attributes' must map each family to a list of strings")
     if not isinstance(manifest.get("files"), dict):
         problems.append("field 'files' must be an object")
-    return problems + _upscaler_problems(manifest)
+    return problems + _upscaler_problems(manifest) + _reading_problems(manifest)
 
 
 def _upscaler_problems(manifest: dict[str, Any]) -> list[str]:
@@ -190,6 +237,22 @@ def _upscaler_problems(manifest: dict[str, Any]) -> list[str]:
         problems.append("field 'upscaler.resolution' must be a whole multiple of 'resolution', above it")
     if not listed:
         problems.append("field 'upscaler' needs files.upscaler")
+    return problems
+
+
+def _reading_problems(manifest: dict[str, Any]) -> list[str]:
+    """The optional reader: field `reading` (family -> at least one non-empty value label) and
+    files.reader come together or not at all."""
+    reading, files = manifest.get("reading"), manifest.get("files")
+    listed = isinstance(files, dict) and "reader" in files
+    if reading is None:
+        return ["files.reader needs field 'reading' (its families and values)"] if listed else []
+    problems = []
+    if not (isinstance(reading, dict) and reading and all(
+            isinstance(v, list) and v and all(isinstance(x, str) and x for x in v) for v in reading.values())):
+        problems.append("field 'reading' must map each family to a non-empty list of value labels")
+    if not listed:
+        problems.append("field 'reading' needs files.reader")
     return problems
 
 
@@ -252,7 +315,8 @@ def check_graph_io(bundle: Bundle, key: str, inputs: Sequence[Any], outputs: Seq
     file = bundle.manifest["files"][key]["path"]
     expected = bundle.io(key)
     # The same table with field names in place of sizes says which field made each dimension.
-    named = graph_io("context_length", "embed_dim", "z_dim", "resolution", "upscaler.resolution")[key]  # type: ignore[arg-type]
+    named = graph_io("context_length", "embed_dim", "z_dim", "resolution", "upscaler.resolution",  # type: ignore[arg-type]
+                     ("reading (its families)", "reading (its values)"))[key]
     for kind, actual in (("inputs", inputs), ("outputs", outputs)):
         want = [e["name"] for e in expected[kind]]
         got = [a.name for a in actual]
@@ -267,6 +331,7 @@ def check_graph_io(bundle: Bundle, key: str, inputs: Sequence[Any], outputs: Seq
             for size, field_name, real in zip(exp["shape"], name_exp["shape"], shape):
                 if isinstance(size, int) and isinstance(real, int) and size != real:
                     where = (f"field {field_name!r} is {size}" if field_name in (*REQUIRED_INTS, "upscaler.resolution")
+                             else f"{field_name} gives {size}" if field_name.startswith("reading")
                              else f"the bundle format expects {size}")
                     raise BundleError(f"{bundle.directory / MANIFEST}: {where} but {file} {kind[:-1]} "
                                       f"{act.name!r} has shape {_dims(shape)}")

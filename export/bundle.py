@@ -28,7 +28,16 @@ from moe_avatar.bundle import (
     sha256_file,
 )
 from moe_avatar.export import __version__
-from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph, export_graph, graph_specs, store_weights_fp16
+from moe_avatar.export.graphs import (
+    GeneratorGraph,
+    ImageEncoder,
+    ReaderGraph,
+    TextEncoder,
+    UpscalerGraph,
+    export_graph,
+    graph_specs,
+    store_weights_fp16,
+)
 from moe_avatar.export.tokenizer import build_tokenizer, merges_for_vocab
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint, load_upscaler_checkpoint, model_schema
 
@@ -90,8 +99,11 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
     res, z_dim = g.resolution, g.z_dim
     up, up_cfg, _ = load_upscaler_checkpoint(options.upscaler) if options.upscaler else (None, None, None)
     upscaled = res * up.cfg.scale if up is not None else None
+    # The prior's answer gets a graph of its own (reader.onnx) when G has a prior.
+    reading = model_schema(gan_cfg["model"]).reading_labels() if g.prior is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    specs = graph_specs(context, embed_dim, z_dim, res, upscaled)
+    specs = graph_specs(context, embed_dim, z_dim, res, upscaled,
+                        (len(reading), sum(map(len, reading.values()))) if reading else None)
 
     steps = [
         ("text_encoder", TextEncoder(clip), (torch.zeros(2, context, dtype=torch.long),)),
@@ -100,6 +112,8 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
     ]
     if up is not None:
         steps.append(("upscaler", UpscalerGraph(up), (torch.zeros(2, res, res, 4, dtype=torch.uint8),)))
+    if reading:
+        steps.append(("reader", ReaderGraph(g), (torch.zeros(2, embed_dim),)))
     _write_graphs(steps, specs, out, options, log)
     build_tokenizer(context, n_merges=merges_for_vocab(clip.token_embedding.num_embeddings)).save(str(out / TOKENIZER_FILE))
     log(f"[export {len(steps) + 1}/{len(steps) + 1}] tokenizer.json (context {context})")
@@ -137,6 +151,8 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
         manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
         manifest["training"]["upscaler"] = up_cfg
         manifest["source"]["upscaler"] = os.path.relpath(options.upscaler, out)
+    if reading:
+        manifest["reading"] = reading
     manifest["files"] = _file_entries(out, specs)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -230,6 +246,11 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str, upscaler=N
             ref_img = GeneratorGraph(g)(torch.from_numpy(z), torch.from_numpy(ref_t), torch.from_numpy(psi)).numpy()
         ort_img = gen_s.run(None, {"z": z, "text_embedding": ref_t, "psi": psi})[0]
         add("generator", batch, np.abs(ref_img.astype(np.int16) - ort_img.astype(np.int16)).max(), tol["image_levels"])
+        if g.prior is not None and (bundle / OPTIONAL_GRAPH_FILES["reader"]).is_file():
+            with torch.no_grad():
+                ref_r = ReaderGraph(g)(torch.from_numpy(ref_t))
+            ort_r = _session(bundle / OPTIONAL_GRAPH_FILES["reader"]).run(None, {"text_embedding": ref_t})
+            add("reader", batch, max(np.abs(a.numpy() - b).max() for a, b in zip(ref_r, ort_r)), tol["embedding"])
 
         with torch.no_grad():
             ref_i = ImageEncoder(clip)(torch.from_numpy(ref_img)).numpy()

@@ -52,6 +52,23 @@ class GeneratorGraph(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
+class ReaderGraph(nn.Module):
+    """text_embedding [B, D] -> stated [B, F] (P(the prompt states each family)) and values
+    [B, V] (each family's value probabilities, block after block): the generator's attribute
+    prior (training.models.AttributePrior) at its own temperature, as the generator reads the
+    prompt. Lets a client see what was understood (and what was not)."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.prior = generator.prior
+        self.scale = float(generator.embed_dim) ** 0.5
+
+    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, gates = self.prior.parts(text_embedding * self.scale)
+        t = self.prior.temperature
+        return torch.sigmoid(gates / t), torch.cat([torch.softmax(v / t, dim=1) for v in values], dim=1)
+
+
 class UpscalerGraph(nn.Module):
     """RGBA uint8 [B, R, R, 4] -> RGBA uint8 [B, sR, sR, 4] (training.upscaler, alpha rules included)."""
 
@@ -74,10 +91,10 @@ class GraphSpec:
 
 
 def graph_specs(context_length: int, embed_dim: int, z_dim: int, resolution: int,
-                upscaled: int | None = None) -> dict[str, GraphSpec]:
+                upscaled: int | None = None, reading: tuple[int, int] | None = None) -> dict[str, GraphSpec]:
     """The bundle contract's graph inputs and outputs (moe_avatar.bundle.graph_io)."""
     return {key: GraphSpec(io["inputs"], io["outputs"])
-            for key, io in graph_io(context_length, embed_dim, z_dim, resolution, upscaled).items()}
+            for key, io in graph_io(context_length, embed_dim, z_dim, resolution, upscaled, reading).items()}
 
 
 def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, path: Path, opset: int) -> None:

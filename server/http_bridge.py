@@ -16,7 +16,7 @@ the gRPC status (code, message, BadRequest field violations) out.
     GET  /                   the browser playground (server/playground/)
 
 Streams are `application/x-ndjson` (one JSON object per line, each with one key: started,
-progress, texture, chunk, done, or error), or server-sent events with
+progress, reading, texture, chunk, done, or error), or server-sent events with
 `Accept: text/event-stream`. Bytes fields (texture data, sha256) are base64, uint64 fields
 are strings, enums are names: protobuf's JSON mapping. Errors before the stream starts are
 an HTTP status with a JSON body {"code", "message", "details": [{"field", "description"}],

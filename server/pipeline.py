@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import tokenizers
 
-from moe_avatar.bundle import Bundle, BundleError, check_graph_io, clean_prompt, noise_from_seeds
+from moe_avatar.bundle import Bundle, BundleError, FamilyReading, check_graph_io, clean_prompt, decode_reading, noise_from_seeds
 from moe_avatar.server.batcher import MicroBatcher
 from moe_avatar.server.metrics import Metrics
 from moe_avatar.server.runtime import DeviceError, SessionFactory
@@ -99,7 +99,8 @@ class ModelPipeline:
         self._metrics = metrics
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._batchers: dict[str, MicroBatcher] = {}
-        graphs = ("text_encoder", "image_encoder", "generator") + (("upscaler",) if bundle.upscaled_resolution else ())
+        graphs = (("text_encoder", "image_encoder", "generator") + (("upscaler",) if bundle.upscaled_resolution else ())
+                  + (("reader",) if bundle.reading else ()))
         for graph in graphs:
             session = _load_session(bundle, graph, factory)
             self._sessions[graph] = session
@@ -132,6 +133,10 @@ class ModelPipeline:
             up = b.upscaled_resolution
             self._warm_step("upscaler", "upscaled_resolution", lambda: self._sessions["upscaler"].run(
                 None, {"image": image})[0], (1, up, up, 4), np.uint8)
+        if b.reading_shape:
+            for i, width in enumerate(b.reading_shape):  # stated [1, families], values [1, values]
+                self._warm_step("reader", "reading_shape", lambda i=i: self._sessions["reader"].run(
+                    None, {"text_embedding": text})[i], (1, width))
 
     def _warm_step(self, key: str, field: str, run, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         file = self.bundle.manifest["files"][key]["path"]
@@ -139,10 +144,10 @@ class ModelPipeline:
             out = np.asarray(run())
         except Exception as e:  # noqa: BLE001 - any failure here is the bundle's
             raise BundleError(f"{self.bundle.directory.name}: warm-up run of {file} failed "
-                              f"(manifest field {field!r} is {getattr(self.bundle, field)}): {_one_line(e)}") from e
+                              f"({_field_text(field, getattr(self.bundle, field))}): {_one_line(e)}") from e
         if out.shape != shape or (key != "tokenizer" and out.dtype != dtype):
             raise BundleError(f"{self.bundle.directory / 'manifest.json'}: warm-up run of {file} gave "
-                              f"{out.dtype} {list(out.shape)}, the manifest (field {field!r}) promises "
+                              f"{out.dtype} {list(out.shape)}, the manifest ({_field_text(field)}) promises "
                               f"{np.dtype(dtype).name if key != 'tokenizer' else 'int64'} {list(shape)}")
         return out
 
@@ -213,6 +218,16 @@ class ModelPipeline:
         (upscaled,) = await self._batchers["upscaler"].submit(np.ascontiguousarray(images))
         return upscaled
 
+    @property
+    def reads_prompts(self) -> bool:
+        return self.bundle.reading is not None
+
+    async def read(self, text: np.ndarray) -> list[list[FamilyReading]]:
+        """What the model reads from each prompt's embedding [N, D] (the bundle's reader graph:
+        its attribute prior); only for a bundle with one (`reads_prompts`)."""
+        stated, values = await self._batchers["reader"].submit(np.ascontiguousarray(text, np.float32))
+        return [decode_reading(self.bundle.reading, s, v) for s, v in zip(stated, values)]
+
     async def generate_avatars(self, prompt: str, seed: int, count: int, psi: float,
                                rerank: int = 1) -> list[Avatar]:
         """The whole Generate pipeline without gRPC (service.py runs the same steps with
@@ -225,6 +240,13 @@ class ModelPipeline:
             images = await self.generate(z, text_n, np.full(len(seeds), psi, np.float32), ticket)
             scores = await self.score(images, text_n, ticket)
         return select_best(images, scores, seeds, count, rerank)
+
+
+def _field_text(field: str, value=None) -> str:
+    """The manifest field a warm-up step checks, in words (the reader's sizes come from field `reading`)."""
+    if field == "reading_shape":
+        return "field 'reading' lists {} families and {} values".format(*value) if value else "field 'reading'"
+    return f"manifest field {field!r} is {value}" if value is not None else f"field {field!r}"
 
 
 def _one_line(error: BaseException) -> str:

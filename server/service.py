@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import numpy as np
 
-from moe_avatar.bundle import noise_from_seeds
+from moe_avatar.bundle import FamilyReading, noise_from_seeds
 from moe_avatar.server import textures, validation
 from moe_avatar.server.batcher import QueueFull
 from moe_avatar.server.metrics import Metrics
@@ -280,6 +280,8 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
             yield self._progress(pb.STAGE_QUEUED, start)
             yield self._progress(pb.STAGE_ENCODING_TEXT, start)
             text = await self._timed("encoding_text", pipe.text_embeddings([params.prompt], ticket))
+            if pipe.reads_prompts:
+                yield pb.GenerateResponse(reading=prompt_reading((await pipe.read(text))[0]))
             seeds = list(range(params.seed, params.seed + params.count * params.rerank))
             text_n = np.repeat(text, len(seeds), axis=0)
             yield self._progress(pb.STAGE_GENERATING, start)
@@ -402,8 +404,9 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
         pipe = self.registry.resolve(request.model, request.model_version)
         with pipe.admit(("text_encoder",)) as ticket:
             embedding = await pipe.text_embeddings([prompt], ticket)
+        reading = prompt_reading((await pipe.read(embedding))[0]) if pipe.reads_prompts else None
         return pb.EncodeTextResponse(embedding=embedding[0].tolist(), model=pipe.bundle.name,
-                                     model_version=pipe.bundle.version)
+                                     model_version=pipe.bundle.version, reading=reading)
 
     @_rpc
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context, request_id: str):
@@ -426,4 +429,10 @@ class AvatarService(pb_grpc.AvatarServiceServicer):
             attributes={k: pb.AttributeValues(values=v) for k, v in b.attributes.items()},
             is_default=b.name == self.registry.default_model, execution_provider=pipe.provider,
             manifest_json=json.dumps(b.manifest, ensure_ascii=False, sort_keys=True),
-            upscaled_resolution=b.upscaled_resolution or 0)
+            upscaled_resolution=b.upscaled_resolution or 0, reads_prompts=pipe.reads_prompts)
+
+
+def prompt_reading(families: list[FamilyReading]) -> pb.PromptReading:
+    return pb.PromptReading(families=[pb.FamilyReading(
+        family=f.family, stated=f.stated, stated_probability=f.stated_probability, value=f.value,
+        value_probability=f.value_probability) for f in families])

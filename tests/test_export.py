@@ -44,7 +44,7 @@ def test_committed_fixture_is_what_the_exporter_writes(exported: Path, tiny_bund
 def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["format_version"] == 1
-    assert set(manifest["files"]) == {"text_encoder", "image_encoder", "generator", "upscaler", "tokenizer"}
+    assert set(manifest["files"]) == {"text_encoder", "image_encoder", "generator", "upscaler", "reader", "tokenizer"}
     for entry in manifest["files"].values():
         path = tiny_bundle / entry["path"]
         assert sha256_file(path) == entry["sha256"]
@@ -54,6 +54,12 @@ def test_bundle_files_and_manifest_complete(tiny_bundle: Path) -> None:
     assert manifest["files"]["generator"]["outputs"][0]["shape"] == ["batch", 64, 64, 4]
     assert all(row["ok"] for row in manifest["parity"]["rows"])
     assert {row["batch"] for row in manifest["parity"]["rows"]} == {1, 5}
+    assert {row["graph"] for row in manifest["parity"]["rows"]} >= {"generator", "reader", "upscaler"}
+    # The reader's labels: one list per block of the generator's prior, head sets last ("none" = nothing).
+    reading = manifest["reading"]
+    outputs = {o["name"]: o["shape"] for o in manifest["files"]["reader"]["outputs"]}
+    assert outputs == {"stated": ["batch", len(reading)], "values": ["batch", sum(map(len, reading.values()))]}
+    assert list(reading)[-1] == "head_accessory" and "none" in reading["head_accessory"]
 
 
 def test_onnx_matches_pytorch_and_batch_is_dynamic(exported: Path, checkpoints) -> None:
@@ -82,6 +88,28 @@ def test_onnx_matches_pytorch_and_batch_is_dynamic(exported: Path, checkpoints) 
             ref_img = GeneratorGraph(g)(torch.from_numpy(z), torch.from_numpy(emb), torch.from_numpy(psi)).numpy()
         assert img.dtype == np.uint8 and img.shape == (batch, 64, 64, 4)
         assert np.abs(img.astype(int) - ref_img.astype(int)).max() <= 1
+
+
+def test_reader_graph_is_the_generators_own_prior(exported: Path, checkpoints) -> None:
+    """reader.onnx answers what G's attribute prior computes (gate and value softmax at its
+    temperature) for any batch; decoded, a family's value is the prior's top value."""
+    import onnxruntime as ort
+
+    from moe_avatar.bundle import decode_reading, load_bundle
+
+    g, _, _ = load_gan_checkpoint(checkpoints[1])
+    session = ort.InferenceSession(str(exported / "reader.onnx"), providers=["CPUExecutionProvider"])
+    labels = load_bundle(exported).reading
+    for batch in (1, 3, 7):
+        emb = torch.nn.functional.normalize(torch.randn(batch, g.embed_dim, generator=torch.Generator().manual_seed(batch)), dim=1)
+        stated, values = session.run(None, {"text_embedding": emb.numpy()})
+        with torch.no_grad():
+            logits, gates = g.prior.parts(emb * g.embed_dim ** 0.5)
+        t = g.prior.temperature
+        np.testing.assert_allclose(stated, torch.sigmoid(gates / t).numpy(), atol=1e-5)
+        for i in range(batch):
+            read = decode_reading(labels, stated[i], values[i])
+            assert [r.value for r in read] == [labels[f][int(v[i].argmax())] for f, v in zip(labels, logits)]
 
 
 def test_truncation_zero_gives_one_image_per_text(tiny_bundle: Path) -> None:

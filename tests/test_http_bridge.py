@@ -25,7 +25,7 @@ from moeavatar.v1 import avatar_pb2 as pb
 from moeavatar.v1 import avatar_pb2_grpc as pb_grpc
 
 PROMPT = "pink twin tails, cat ears"
-ONE_KEY_EVENTS = {"started", "progress", "texture", "chunk", "done", "error"}
+ONE_KEY_EVENTS = {"started", "progress", "reading", "texture", "chunk", "done", "error"}
 
 
 @pytest.fixture(scope="module")

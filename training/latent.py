@@ -75,6 +75,13 @@ class AttributeSchema:
         items = sorted({h for s in self.head_sets for h in s}, key=lambda h: HEAD_ITEMS.index(h) if h in HEAD_ITEMS else 99)
         return {**self.families, MULTI_VALUED: items + ["none"]}
 
+    def reading_labels(self) -> dict[str, list[str]]:
+        """Family -> a label per value of each block, as the bundle's reader graph answers
+        (manifest field `reading`): a head set's items joined by " + ", the empty set "none"."""
+        from moe_avatar.bundle import HEAD_SET_JOINER
+
+        return {**self.families, MULTI_VALUED: [HEAD_SET_JOINER.join(s) or "none" for s in self.head_sets]}
+
     def hiders(self) -> list[tuple[int, int, torch.Tensor]]:
         """(value's index in the code, block it can hide, which values it hides as a mask over
         all values), read off training.attributes.visible_families: sunglasses and closed-eye

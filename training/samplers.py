@@ -11,7 +11,9 @@ import torch
 
 from moe_avatar.bundle import (
     GRAPH_FILES,
+    HEAD_SET_JOINER,
     clean_prompt,
+    decode_reading,
     load_bundle,
     noise_from_seeds,
 )
@@ -76,10 +78,8 @@ class CheckpointSampler:
 
 
 class BundleSampler:
-    """Exactly what the server runs: the bundle's tokenizer.json and ONNX graphs (which do not
-    export the attribute prior's answer, so `read` is None)."""
-
-    read = None
+    """Exactly what the server runs: the bundle's tokenizer.json and ONNX graphs; `read` from
+    its reader graph (the attribute prior's answer) when it has one, else None."""
 
     def __init__(self, bundle: Path):
         import onnxruntime as ort
@@ -87,8 +87,10 @@ class BundleSampler:
 
         self.bundle = load_bundle(bundle)
         self.manifest = self.bundle.manifest
+        graphs = [*GRAPH_FILES, *(["reader"] if self.bundle.reading else [])]
         self.sessions = {key: ort.InferenceSession(str(self.bundle.path(key)), providers=["CPUExecutionProvider"])
-                         for key in GRAPH_FILES}
+                         for key in graphs}
+        self.read = self._read if self.bundle.reading else None
         self.tok = Tokenizer.from_file(str(self.bundle.path("tokenizer")))
         self.z_dim, self.resolution = self.bundle.z_dim, self.bundle.resolution
 
@@ -106,6 +108,22 @@ class BundleSampler:
 
     def encode_image(self, images: np.ndarray) -> np.ndarray:
         return self._run("image_encoder", np.ascontiguousarray(images))
+
+    def _read(self, prompts: list[str]) -> list[dict]:
+        """Per prompt and family: P(the prompt states it) and the value the reader graph reads
+        (head accessories as a list of items, as the prompt files annotate them)."""
+        text = batched(self.encode_text, prompts)
+        stated, values = self.sessions["reader"].run(None, {"text_embedding": text.astype(np.float32)})
+        return [{r.family: (r.stated_probability, _annotation(r.family, r.value))
+                 for r in decode_reading(self.bundle.reading, s, v)} for s, v in zip(stated, values)]
+
+
+def _annotation(family: str, label: str):
+    from moe_avatar.training.attributes import MULTI_VALUED
+
+    if family != MULTI_VALUED:
+        return label
+    return [] if label == "none" else label.split(HEAD_SET_JOINER)
 
 
 def batched(fn: Callable[[np.ndarray], np.ndarray], items, batch: int = 256) -> np.ndarray:

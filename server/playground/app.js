@@ -1,6 +1,7 @@
 // moe-avatar playground: a GenerateRequest (proto JSON) goes to POST /v1/generate; the answer
-// is a stream of JSON lines (one GenerateResponse each: started, progress, texture, chunk,
-// done, or a final error). Textures are shown as soon as their last chunk arrives.
+// is a stream of JSON lines (one GenerateResponse each: started, progress, reading, texture,
+// chunk, done, or a final error). What the model reads from the prompt is shown as a chip per
+// attribute family (POST /v1/encode-text while typing, the stream's reading once generating). Textures are shown as soon as their last chunk arrives.
 // Plain JS, no build step, no dependencies.
 "use strict";
 
@@ -264,6 +265,8 @@ async function onEvent(run, event) {
     const s = event.started;
     run.cells = makeCells(s.textureCount || 0);
     setStatus(`${s.model} ${s.modelVersion} · seed ${s.seed} · ψ ${(s.psi ?? 0).toFixed(2)}`, 0.04);
+  } else if (event.reading) {
+    showReading(event.reading);
   } else if (event.progress) {
     const [fraction, label] = STAGES[event.progress.stage] || [null, event.progress.stage];
     setStatus(`${label}…`, fraction);
@@ -288,6 +291,49 @@ async function onEvent(run, event) {
     run.done = true;
     setStatus(`${event.done.textureCount || 0} avatars in ${(event.done.elapsedSeconds || 0).toFixed(2)} s`, 1);
   }
+}
+
+// ------------------------------------------------------------------------------------
+// What the model reads: a chip per family, "hair color: pink 98 %" where the prompt states it,
+// "eye color: random" where it leaves it open (proto JSON leaves `stated: false` out).
+
+function showReading(reading) {
+  const box = $("reading");
+  box.replaceChildren();
+  const families = (reading && reading.families) || [];
+  const ordered = families.filter((f) => f.stated).concat(families.filter((f) => !f.stated));
+  for (const f of ordered) {
+    const chip = document.createElement("span");
+    chip.className = f.stated ? "chip read stated" : "chip read open";
+    const name = f.family.replace(/_/g, " ");
+    chip.textContent = f.stated ? `${name}: ${f.value} ${Math.round(100 * (f.valueProbability || 0))} %` : `${name}: random`;
+    chip.title = `P(stated) ${(f.statedProbability || 0).toFixed(2)}; best guess ${f.value} ` +
+      `(${(f.valueProbability || 0).toFixed(2)})`;
+    box.append(chip);
+  }
+  if (!families.length) box.textContent = "";
+}
+
+let readTimer = 0;
+let readSequence = 0;
+
+/** Debounced POST /v1/encode-text for the prompt being typed; only the newest answer is shown. */
+function readPrompt() {
+  clearTimeout(readTimer);
+  readTimer = setTimeout(async () => {
+    const prompt = $("prompt").value.trim();
+    const mine = ++readSequence;
+    if (!prompt) { showReading(null); return; }
+    try {
+      const response = await fetch("/v1/encode-text", {
+        method: "POST", headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ prompt, model: $("model").value || "" }),
+      });
+      if (!response.ok || mine !== readSequence) return;
+      const body = await response.json();
+      showReading(body.reading);
+    } catch (error) { /* reading is a hint; generation reports errors */ }
+  }, 300);
 }
 
 // ------------------------------------------------------------------------------------
@@ -407,13 +453,14 @@ function init() {
     button.type = "button";
     button.className = "chip";
     button.textContent = text;
-    button.addEventListener("click", () => { $("prompt").value = text; showRequest(); $("prompt").focus(); });
+    button.addEventListener("click", () => { $("prompt").value = text; showRequest(); readPrompt(); $("prompt").focus(); });
     $("examples").append(button);
   }
   $("psi").addEventListener("input", () => { $("psi-value").textContent = Number($("psi").value).toFixed(2); });
   $("form").addEventListener("submit", generate);
   $("form").addEventListener("input", showRequest);
   $("form").addEventListener("input", liveUpdate);
+  $("prompt").addEventListener("input", readPrompt);
   $("live").addEventListener("change", liveUpdate);
   $("form").addEventListener("change", showRequest);
   $("cancel").addEventListener("click", () => controller && controller.abort());

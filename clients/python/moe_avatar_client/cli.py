@@ -2,6 +2,7 @@
 
     moe-avatar generate "pink hair, twin tails" -n 4 --seed 7 -o out/
     moe-avatar interpolate "pink hair, twin tails" 1 "silver bob" 2 --frames 8 -o morph/
+    moe-avatar read "black hair, glasses"   # what the model reads from a prompt
     moe-avatar info            # models, attribute vocabulary
     moe-avatar health
 """
@@ -15,7 +16,7 @@ import sys
 import grpc
 from tqdm import tqdm
 
-from moe_avatar_client.client import FILTERS, FORMATS, AvatarClient, GenerateResult, output_options
+from moe_avatar_client.client import FILTERS, FORMATS, AvatarClient, GenerateResult, output_options, reading_summary
 from moeavatar.v1 import avatar_pb2 as pb
 
 EXTENSIONS = {pb.TEXTURE_FORMAT_PNG: "png", pb.TEXTURE_FORMAT_RGBA8: "rgba", pb.TEXTURE_FORMAT_WEBP: "webp"}
@@ -58,6 +59,8 @@ def cmd_generate(client: AvatarClient, args) -> int:
                                  on_progress=on_message)
     print(f"# model {result.model} {result.model_version}  base seed {result.seed}  psi {result.psi:g}  "
           f"request {result.request_id}", file=sys.stderr)
+    if result.reading is not None:
+        print(f"# read: {reading_summary(result.reading)}", file=sys.stderr)
     _write(result, args.out, "")
     return 0
 
@@ -69,6 +72,20 @@ def cmd_interpolate(client: AvatarClient, args) -> int:
                                     frames=args.frames, psi=args.psi, output=_output(args), model=args.model,
                                     timeout=args.timeout, on_progress=on_message)
     _write(result, args.out, "frame-")
+    return 0
+
+
+def cmd_read(client: AvatarClient, args) -> int:
+    reading = client.read_prompt(args.prompt, model=args.model, timeout=args.timeout)
+    if reading is None:
+        print("moe-avatar: the model does not report what it reads", file=sys.stderr)
+        return 1
+    if args.all:
+        for f in reading.families:
+            state = "stated" if f.stated else "random"
+            print(f"{f.family}\t{state}\t{f.stated_probability:.2f}\t{f.value}\t{f.value_probability:.2f}")
+    else:
+        print(reading_summary(reading))
     return 0
 
 
@@ -131,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--frames", type=int, default=8, help="frames including both ends (default %(default)s)")
     output_flags(i)
     i.set_defaults(func=cmd_interpolate)
+
+    r = sub.add_parser("read", help="what the model reads from a prompt: each family stated (value, probability) or random")
+    r.add_argument("prompt", help="the prompt to read, as for generate")
+    r.add_argument("--all", action="store_true", help="a tab-separated row per family: family, stated/random, "
+                   "P(stated), value, P(value)")
+    r.add_argument("--model", default="", help="model name (default: the server's default)")
+    r.set_defaults(func=cmd_read)
 
     sub.add_parser("info", help="loaded models and their attribute vocabulary").set_defaults(func=cmd_info)
     h = sub.add_parser("health", help="server health (exit code 0 when SERVING)")

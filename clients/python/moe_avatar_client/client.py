@@ -70,6 +70,17 @@ class GenerateResult:
     textures: list[Texture] = field(default_factory=list)
     server_seconds: float = 0.0
     resumes: int = 0  # how many times a broken stream was resumed
+    reading: pb.PromptReading | None = None  # what the model read from the prompt (models that say)
+
+
+def reading_summary(reading: pb.PromptReading | None) -> str:
+    """One line: the families the prompt states, with value and probability, then the open ones
+    ("random"), e.g. `hair_color=pink (0.98), hairstyle=twin tails (0.95); random: bangs, eye_color`."""
+    if reading is None or not reading.families:
+        return "the model does not report what it read"
+    stated = [f"{f.family}={f.value} ({f.value_probability:.2f})" for f in reading.families if f.stated]
+    open_ = [f.family for f in reading.families if not f.stated]
+    return (", ".join(stated) or "nothing stated") + ("; random: " + ", ".join(open_) if open_ else "")
 
 
 def output_options(format: str = "png", size: int = 0, filter: str = "model",
@@ -130,6 +141,9 @@ class StreamAssembler:
             if message.chunk.texture_index == self._skipping:
                 return
             self._add_chunk(message.chunk)
+        elif kind == "reading":
+            if self.result.reading is None:  # a resumed stream reads the same prompt again
+                self.result.reading = message.reading
         elif kind == "done":
             self.result.server_seconds = message.done.elapsed_seconds
             self.done = True
@@ -307,6 +321,13 @@ class AvatarClient:
                     timeout: float | None = None) -> list[float]:
         request = pb.EncodeTextRequest(prompt=prompt, model=model, model_version=model_version)
         return list(self._unary(self.stub.EncodeText, request, timeout).embedding)
+
+    def read_prompt(self, prompt: str, *, model: str = "", model_version: str = "",
+                    timeout: float | None = None) -> pb.PromptReading | None:
+        """What the model reads from `prompt` (EncodeText's reading), or None for a model that does not say."""
+        request = pb.EncodeTextRequest(prompt=prompt, model=model, model_version=model_version)
+        response = self._unary(self.stub.EncodeText, request, timeout)
+        return response.reading if response.HasField("reading") else None
 
     def model_info(self, model: str = "", model_version: str = "", timeout: float | None = None) -> pb.ModelInfo:
         return self._unary(self.stub.GetModelInfo, pb.GetModelInfoRequest(model=model, model_version=model_version),

@@ -90,18 +90,40 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., psi: _Optional[float] = ..., rerank: _Optional[int] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("started", "progress", "texture", "chunk", "done")
+    __slots__ = ("started", "progress", "texture", "chunk", "done", "reading")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
     started: Started
     progress: Progress
     texture: TextureHeader
     chunk: TextureChunk
     done: Done
-    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., texture: _Optional[_Union[TextureHeader, _Mapping]] = ..., chunk: _Optional[_Union[TextureChunk, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    reading: PromptReading
+    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., texture: _Optional[_Union[TextureHeader, _Mapping]] = ..., chunk: _Optional[_Union[TextureChunk, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., reading: _Optional[_Union[PromptReading, _Mapping]] = ...) -> None: ...
+
+class PromptReading(_message.Message):
+    __slots__ = ("families",)
+    FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    families: _containers.RepeatedCompositeFieldContainer[FamilyReading]
+    def __init__(self, families: _Optional[_Iterable[_Union[FamilyReading, _Mapping]]] = ...) -> None: ...
+
+class FamilyReading(_message.Message):
+    __slots__ = ("family", "stated", "stated_probability", "value", "value_probability")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    STATED_FIELD_NUMBER: _ClassVar[int]
+    STATED_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    stated: bool
+    stated_probability: float
+    value: str
+    value_probability: float
+    def __init__(self, family: _Optional[str] = ..., stated: _Optional[bool] = ..., stated_probability: _Optional[float] = ..., value: _Optional[str] = ..., value_probability: _Optional[float] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("request_id", "model", "model_version", "seed", "psi", "texture_count")
@@ -244,14 +266,16 @@ class EncodeTextRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EncodeTextResponse(_message.Message):
-    __slots__ = ("embedding", "model", "model_version")
+    __slots__ = ("embedding", "model", "model_version", "reading")
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
     embedding: _containers.RepeatedScalarFieldContainer[float]
     model: str
     model_version: str
-    def __init__(self, embedding: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    reading: PromptReading
+    def __init__(self, embedding: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., reading: _Optional[_Union[PromptReading, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ("model", "model_version")
@@ -280,7 +304,7 @@ class AttributeValues(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "resolution", "embed_dim", "z_dim", "context_length", "precision", "created", "exporter", "attributes", "is_default", "execution_provider", "manifest_json", "upscaled_resolution")
+    __slots__ = ("name", "version", "resolution", "embed_dim", "z_dim", "context_length", "precision", "created", "exporter", "attributes", "is_default", "execution_provider", "manifest_json", "upscaled_resolution", "reads_prompts")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +326,7 @@ class ModelInfo(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     UPSCALED_RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    READS_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     resolution: int
@@ -316,4 +341,5 @@ class ModelInfo(_message.Message):
     execution_provider: str
     manifest_json: str
     upscaled_resolution: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., resolution: _Optional[int] = ..., embed_dim: _Optional[int] = ..., z_dim: _Optional[int] = ..., context_length: _Optional[int] = ..., precision: _Optional[str] = ..., created: _Optional[str] = ..., exporter: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., is_default: _Optional[bool] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., upscaled_resolution: _Optional[int] = ...) -> None: ...
+    reads_prompts: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., resolution: _Optional[int] = ..., embed_dim: _Optional[int] = ..., z_dim: _Optional[int] = ..., context_length: _Optional[int] = ..., precision: _Optional[str] = ..., created: _Optional[str] = ..., exporter: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., is_default: _Optional[bool] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ..., upscaled_resolution: _Optional[int] = ..., reads_prompts: _Optional[bool] = ...) -> None: ...

@@ -33,88 +33,97 @@ namespace MoeAvatar.V1 {
             "SACIAQESEAoDcHNpGAQgASgCSAGIAQESDgoGcmVyYW5rGAUgASgNEisKBm91",
             "dHB1dBgGIAEoCzIbLm1vZWF2YXRhci52MS5PdXRwdXRPcHRpb25zEg0KBW1v",
             "ZGVsGAcgASgJEhUKDW1vZGVsX3ZlcnNpb24YCCABKAlCBwoFX3NlZWRCBgoE",
-            "X3BzaSLyAQoQR2VuZXJhdGVSZXNwb25zZRIoCgdzdGFydGVkGAEgASgLMhUu",
+            "X3BzaSKiAgoQR2VuZXJhdGVSZXNwb25zZRIoCgdzdGFydGVkGAEgASgLMhUu",
             "bW9lYXZhdGFyLnYxLlN0YXJ0ZWRIABIqCghwcm9ncmVzcxgCIAEoCzIWLm1v",
             "ZWF2YXRhci52MS5Qcm9ncmVzc0gAEi4KB3RleHR1cmUYAyABKAsyGy5tb2Vh",
             "dmF0YXIudjEuVGV4dHVyZUhlYWRlckgAEisKBWNodW5rGAQgASgLMhoubW9l",
             "YXZhdGFyLnYxLlRleHR1cmVDaHVua0gAEiIKBGRvbmUYBSABKAsyEi5tb2Vh",
-            "dmF0YXIudjEuRG9uZUgAQgcKBWV2ZW50InUKB1N0YXJ0ZWQSEgoKcmVxdWVz",
-            "dF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAMg",
-            "ASgJEgwKBHNlZWQYBCABKAQSCwoDcHNpGAUgASgCEhUKDXRleHR1cmVfY291",
-            "bnQYBiABKA0iRwoIUHJvZ3Jlc3MSIgoFc3RhZ2UYASABKA4yEy5tb2VhdmF0",
-            "YXIudjEuU3RhZ2USFwoPZWxhcHNlZF9zZWNvbmRzGAIgASgCIqgCCg1UZXh0",
-            "dXJlSGVhZGVyEg0KBWluZGV4GAEgASgNEg0KBXdpZHRoGAIgASgNEg4KBmhl",
-            "aWdodBgDIAEoDRIrCgZmb3JtYXQYBCABKA4yGy5tb2VhdmF0YXIudjEuVGV4",
-            "dHVyZUZvcm1hdBIpCglyb3dfb3JkZXIYBSABKA4yFi5tb2VhdmF0YXIudjEu",
-            "Um93T3JkZXISEQoEc2VlZBgGIAEoBEgAiAEBEhIKCmNsaXBfc2NvcmUYByAB",
-            "KAISMQoNcmVzaXplX2ZpbHRlchgIIAEoDjIaLm1vZWF2YXRhci52MS5SZXNp",
-            "emVGaWx0ZXISEwoLdG90YWxfYnl0ZXMYCSABKAQSDgoGc2hhMjU2GAogASgM",
-            "EgkKAXQYCyABKAJCBwoFX3NlZWQiUQoMVGV4dHVyZUNodW5rEhUKDXRleHR1",
-            "cmVfaW5kZXgYASABKA0SDgoGb2Zmc2V0GAIgASgEEgwKBGRhdGEYAyABKAwS",
-            "DAoEbGFzdBgEIAEoCCI2CgREb25lEhUKDXRleHR1cmVfY291bnQYASABKA0S",
-            "FwoPZWxhcHNlZF9zZWNvbmRzGAIgASgCIigKCEVuZHBvaW50Eg4KBnByb21w",
-            "dBgBIAEoCRIMCgRzZWVkGAIgASgEIt0BChJJbnRlcnBvbGF0ZVJlcXVlc3QS",
-            "JQoFc3RhcnQYASABKAsyFi5tb2VhdmF0YXIudjEuRW5kcG9pbnQSIwoDZW5k",
-            "GAIgASgLMhYubW9lYXZhdGFyLnYxLkVuZHBvaW50Eg4KBmZyYW1lcxgDIAEo",
-            "DRIQCgNwc2kYBCABKAJIAIgBARIrCgZvdXRwdXQYBSABKAsyGy5tb2VhdmF0",
-            "YXIudjEuT3V0cHV0T3B0aW9ucxINCgVtb2RlbBgGIAEoCRIVCg1tb2RlbF92",
-            "ZXJzaW9uGAcgASgJQgYKBF9wc2kiTwoLRWRpdFJlcXVlc3QSEAoIc2VxdWVu",
-            "Y2UYASABKAQSLgoHcmVxdWVzdBgCIAEoCzIdLm1vZWF2YXRhci52MS5HZW5l",
-            "cmF0ZVJlcXVlc3QiuwEKDEVkaXRSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEo",
-            "BBIyCghyZXNwb25zZRgCIAEoCzIeLm1vZWF2YXRhci52MS5HZW5lcmF0ZVJl",
-            "c3BvbnNlSAASKAoFZXJyb3IYAyABKAsyFy5tb2VhdmF0YXIudjEuRWRpdEVy",
-            "cm9ySAASMgoKc3VwZXJzZWRlZBgEIAEoCzIcLm1vZWF2YXRhci52MS5FZGl0",
-            "U3VwZXJzZWRlZEgAQgcKBWV2ZW50IiUKDkVkaXRTdXBlcnNlZGVkEhMKC2J5",
-            "X3NlcXVlbmNlGAEgASgEIioKCUVkaXRFcnJvchIMCgRjb2RlGAEgASgFEg8K",
-            "B21lc3NhZ2UYAiABKAkiSQoRRW5jb2RlVGV4dFJlcXVlc3QSDgoGcHJvbXB0",
-            "GAEgASgJEg0KBW1vZGVsGAIgASgJEhUKDW1vZGVsX3ZlcnNpb24YAyABKAki",
-            "TQoSRW5jb2RlVGV4dFJlc3BvbnNlEhEKCWVtYmVkZGluZxgBIAMoAhINCgVt",
-            "b2RlbBgCIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAMgASgJIjsKE0dldE1vZGVs",
-            "SW5mb1JlcXVlc3QSDQoFbW9kZWwYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgC",
-            "IAEoCSITChFMaXN0TW9kZWxzUmVxdWVzdCJUChJMaXN0TW9kZWxzUmVzcG9u",
-            "c2USJwoGbW9kZWxzGAEgAygLMhcubW9lYXZhdGFyLnYxLk1vZGVsSW5mbxIV",
-            "Cg1kZWZhdWx0X21vZGVsGAIgASgJIiEKD0F0dHJpYnV0ZVZhbHVlcxIOCgZ2",
-            "YWx1ZXMYASADKAkioQMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3Zl",
-            "cnNpb24YAiABKAkSEgoKcmVzb2x1dGlvbhgDIAEoDRIRCgllbWJlZF9kaW0Y",
-            "BCABKA0SDQoFel9kaW0YBSABKA0SFgoOY29udGV4dF9sZW5ndGgYBiABKA0S",
-            "EQoJcHJlY2lzaW9uGAcgASgJEg8KB2NyZWF0ZWQYCCABKAkSEAoIZXhwb3J0",
-            "ZXIYCSABKAkSOwoKYXR0cmlidXRlcxgKIAMoCzInLm1vZWF2YXRhci52MS5N",
-            "b2RlbEluZm8uQXR0cmlidXRlc0VudHJ5EhIKCmlzX2RlZmF1bHQYCyABKAgS",
-            "GgoSZXhlY3V0aW9uX3Byb3ZpZGVyGAwgASgJEhUKDW1hbmlmZXN0X2pzb24Y",
-            "DSABKAkSGwoTdXBzY2FsZWRfcmVzb2x1dGlvbhgOIAEoDRpQCg9BdHRyaWJ1",
-            "dGVzRW50cnkSCwoDa2V5GAEgASgJEiwKBXZhbHVlGAIgASgLMh0ubW9lYXZh",
-            "dGFyLnYxLkF0dHJpYnV0ZVZhbHVlczoCOAEqegoNVGV4dHVyZUZvcm1hdBIe",
-            "ChpURVhUVVJFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhYKElRFWFRVUkVfRk9S",
-            "TUFUX1BORxABEhgKFFRFWFRVUkVfRk9STUFUX1JHQkE4EAISFwoTVEVYVFVS",
-            "RV9GT1JNQVRfV0VCUBADKlYKCFJvd09yZGVyEhkKFVJPV19PUkRFUl9VTlNQ",
-            "RUNJRklFRBAAEhYKElJPV19PUkRFUl9UT1BfRE9XThABEhcKE1JPV19PUkRF",
-            "Ul9CT1RUT01fVVAQAiqzAQoMUmVzaXplRmlsdGVyEh0KGVJFU0laRV9GSUxU",
-            "RVJfVU5TUEVDSUZJRUQQABIZChVSRVNJWkVfRklMVEVSX05FQVJFU1QQARIa",
-            "ChZSRVNJWkVfRklMVEVSX0JJTElORUFSEAISGQoVUkVTSVpFX0ZJTFRFUl9C",
-            "SUNVQklDEAMSGQoVUkVTSVpFX0ZJTFRFUl9MQU5DWk9TEAQSFwoTUkVTSVpF",
-            "X0ZJTFRFUl9NT0RFTBAFKo8BCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklF",
-            "RBAAEhAKDFNUQUdFX1FVRVVFRBABEhcKE1NUQUdFX0VOQ09ESU5HX1RFWFQQ",
-            "AhIUChBTVEFHRV9HRU5FUkFUSU5HEAMSEQoNU1RBR0VfU0NPUklORxAEEhsK",
-            "F1NUQUdFX0VOQ09ESU5HX1RFWFRVUkVTEAUy4AMKDUF2YXRhclNlcnZpY2US",
-            "SwoIR2VuZXJhdGUSHS5tb2VhdmF0YXIudjEuR2VuZXJhdGVSZXF1ZXN0Gh4u",
-            "bW9lYXZhdGFyLnYxLkdlbmVyYXRlUmVzcG9uc2UwARJRCgtJbnRlcnBvbGF0",
-            "ZRIgLm1vZWF2YXRhci52MS5JbnRlcnBvbGF0ZVJlcXVlc3QaHi5tb2VhdmF0",
-            "YXIudjEuR2VuZXJhdGVSZXNwb25zZTABEkEKBEVkaXQSGS5tb2VhdmF0YXIu",
-            "djEuRWRpdFJlcXVlc3QaGi5tb2VhdmF0YXIudjEuRWRpdFJlc3BvbnNlKAEw",
-            "ARJPCgpFbmNvZGVUZXh0Eh8ubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXF1",
-            "ZXN0GiAubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXNwb25zZRJKCgxHZXRN",
-            "b2RlbEluZm8SIS5tb2VhdmF0YXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoX",
-            "Lm1vZWF2YXRhci52MS5Nb2RlbEluZm8STwoKTGlzdE1vZGVscxIfLm1vZWF2",
-            "YXRhci52MS5MaXN0TW9kZWxzUmVxdWVzdBogLm1vZWF2YXRhci52MS5MaXN0",
-            "TW9kZWxzUmVzcG9uc2VCZQoQZGV2Lm1vZWF2YXRhci52MVABWkBnaXRodWIu",
-            "Y29tL21vZS1hdmF0YXIvbW9lLWF2YXRhci9nZW4vZ28vbW9lYXZhdGFyL3Yx",
-            "O21vZWF2YXRhcnYxqgIMTW9lQXZhdGFyLlYxYgZwcm90bzM="));
+            "dmF0YXIudjEuRG9uZUgAEi4KB3JlYWRpbmcYBiABKAsyGy5tb2VhdmF0YXIu",
+            "djEuUHJvbXB0UmVhZGluZ0gAQgcKBWV2ZW50Ij4KDVByb21wdFJlYWRpbmcS",
+            "LQoIZmFtaWxpZXMYASADKAsyGy5tb2VhdmF0YXIudjEuRmFtaWx5UmVhZGlu",
+            "ZyJ1Cg1GYW1pbHlSZWFkaW5nEg4KBmZhbWlseRgBIAEoCRIOCgZzdGF0ZWQY",
+            "AiABKAgSGgoSc3RhdGVkX3Byb2JhYmlsaXR5GAMgASgCEg0KBXZhbHVlGAQg",
+            "ASgJEhkKEXZhbHVlX3Byb2JhYmlsaXR5GAUgASgCInUKB1N0YXJ0ZWQSEgoK",
+            "cmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIVCg1tb2RlbF92ZXJz",
+            "aW9uGAMgASgJEgwKBHNlZWQYBCABKAQSCwoDcHNpGAUgASgCEhUKDXRleHR1",
+            "cmVfY291bnQYBiABKA0iRwoIUHJvZ3Jlc3MSIgoFc3RhZ2UYASABKA4yEy5t",
+            "b2VhdmF0YXIudjEuU3RhZ2USFwoPZWxhcHNlZF9zZWNvbmRzGAIgASgCIqgC",
+            "Cg1UZXh0dXJlSGVhZGVyEg0KBWluZGV4GAEgASgNEg0KBXdpZHRoGAIgASgN",
+            "Eg4KBmhlaWdodBgDIAEoDRIrCgZmb3JtYXQYBCABKA4yGy5tb2VhdmF0YXIu",
+            "djEuVGV4dHVyZUZvcm1hdBIpCglyb3dfb3JkZXIYBSABKA4yFi5tb2VhdmF0",
+            "YXIudjEuUm93T3JkZXISEQoEc2VlZBgGIAEoBEgAiAEBEhIKCmNsaXBfc2Nv",
+            "cmUYByABKAISMQoNcmVzaXplX2ZpbHRlchgIIAEoDjIaLm1vZWF2YXRhci52",
+            "MS5SZXNpemVGaWx0ZXISEwoLdG90YWxfYnl0ZXMYCSABKAQSDgoGc2hhMjU2",
+            "GAogASgMEgkKAXQYCyABKAJCBwoFX3NlZWQiUQoMVGV4dHVyZUNodW5rEhUK",
+            "DXRleHR1cmVfaW5kZXgYASABKA0SDgoGb2Zmc2V0GAIgASgEEgwKBGRhdGEY",
+            "AyABKAwSDAoEbGFzdBgEIAEoCCI2CgREb25lEhUKDXRleHR1cmVfY291bnQY",
+            "ASABKA0SFwoPZWxhcHNlZF9zZWNvbmRzGAIgASgCIigKCEVuZHBvaW50Eg4K",
+            "BnByb21wdBgBIAEoCRIMCgRzZWVkGAIgASgEIt0BChJJbnRlcnBvbGF0ZVJl",
+            "cXVlc3QSJQoFc3RhcnQYASABKAsyFi5tb2VhdmF0YXIudjEuRW5kcG9pbnQS",
+            "IwoDZW5kGAIgASgLMhYubW9lYXZhdGFyLnYxLkVuZHBvaW50Eg4KBmZyYW1l",
+            "cxgDIAEoDRIQCgNwc2kYBCABKAJIAIgBARIrCgZvdXRwdXQYBSABKAsyGy5t",
+            "b2VhdmF0YXIudjEuT3V0cHV0T3B0aW9ucxINCgVtb2RlbBgGIAEoCRIVCg1t",
+            "b2RlbF92ZXJzaW9uGAcgASgJQgYKBF9wc2kiTwoLRWRpdFJlcXVlc3QSEAoI",
+            "c2VxdWVuY2UYASABKAQSLgoHcmVxdWVzdBgCIAEoCzIdLm1vZWF2YXRhci52",
+            "MS5HZW5lcmF0ZVJlcXVlc3QiuwEKDEVkaXRSZXNwb25zZRIQCghzZXF1ZW5j",
+            "ZRgBIAEoBBIyCghyZXNwb25zZRgCIAEoCzIeLm1vZWF2YXRhci52MS5HZW5l",
+            "cmF0ZVJlc3BvbnNlSAASKAoFZXJyb3IYAyABKAsyFy5tb2VhdmF0YXIudjEu",
+            "RWRpdEVycm9ySAASMgoKc3VwZXJzZWRlZBgEIAEoCzIcLm1vZWF2YXRhci52",
+            "MS5FZGl0U3VwZXJzZWRlZEgAQgcKBWV2ZW50IiUKDkVkaXRTdXBlcnNlZGVk",
+            "EhMKC2J5X3NlcXVlbmNlGAEgASgEIioKCUVkaXRFcnJvchIMCgRjb2RlGAEg",
+            "ASgFEg8KB21lc3NhZ2UYAiABKAkiSQoRRW5jb2RlVGV4dFJlcXVlc3QSDgoG",
+            "cHJvbXB0GAEgASgJEg0KBW1vZGVsGAIgASgJEhUKDW1vZGVsX3ZlcnNpb24Y",
+            "AyABKAkiewoSRW5jb2RlVGV4dFJlc3BvbnNlEhEKCWVtYmVkZGluZxgBIAMo",
+            "AhINCgVtb2RlbBgCIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAMgASgJEiwKB3Jl",
+            "YWRpbmcYBCABKAsyGy5tb2VhdmF0YXIudjEuUHJvbXB0UmVhZGluZyI7ChNH",
+            "ZXRNb2RlbEluZm9SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEhUKDW1vZGVsX3Zl",
+            "cnNpb24YAiABKAkiEwoRTGlzdE1vZGVsc1JlcXVlc3QiVAoSTGlzdE1vZGVs",
+            "c1Jlc3BvbnNlEicKBm1vZGVscxgBIAMoCzIXLm1vZWF2YXRhci52MS5Nb2Rl",
+            "bEluZm8SFQoNZGVmYXVsdF9tb2RlbBgCIAEoCSIhCg9BdHRyaWJ1dGVWYWx1",
+            "ZXMSDgoGdmFsdWVzGAEgAygJIrgDCglNb2RlbEluZm8SDAoEbmFtZRgBIAEo",
+            "CRIPCgd2ZXJzaW9uGAIgASgJEhIKCnJlc29sdXRpb24YAyABKA0SEQoJZW1i",
+            "ZWRfZGltGAQgASgNEg0KBXpfZGltGAUgASgNEhYKDmNvbnRleHRfbGVuZ3Ro",
+            "GAYgASgNEhEKCXByZWNpc2lvbhgHIAEoCRIPCgdjcmVhdGVkGAggASgJEhAK",
+            "CGV4cG9ydGVyGAkgASgJEjsKCmF0dHJpYnV0ZXMYCiADKAsyJy5tb2VhdmF0",
+            "YXIudjEuTW9kZWxJbmZvLkF0dHJpYnV0ZXNFbnRyeRISCgppc19kZWZhdWx0",
+            "GAsgASgIEhoKEmV4ZWN1dGlvbl9wcm92aWRlchgMIAEoCRIVCg1tYW5pZmVz",
+            "dF9qc29uGA0gASgJEhsKE3Vwc2NhbGVkX3Jlc29sdXRpb24YDiABKA0SFQoN",
+            "cmVhZHNfcHJvbXB0cxgPIAEoCBpQCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5",
+            "GAEgASgJEiwKBXZhbHVlGAIgASgLMh0ubW9lYXZhdGFyLnYxLkF0dHJpYnV0",
+            "ZVZhbHVlczoCOAEqegoNVGV4dHVyZUZvcm1hdBIeChpURVhUVVJFX0ZPUk1B",
+            "VF9VTlNQRUNJRklFRBAAEhYKElRFWFRVUkVfRk9STUFUX1BORxABEhgKFFRF",
+            "WFRVUkVfRk9STUFUX1JHQkE4EAISFwoTVEVYVFVSRV9GT1JNQVRfV0VCUBAD",
+            "KlYKCFJvd09yZGVyEhkKFVJPV19PUkRFUl9VTlNQRUNJRklFRBAAEhYKElJP",
+            "V19PUkRFUl9UT1BfRE9XThABEhcKE1JPV19PUkRFUl9CT1RUT01fVVAQAiqz",
+            "AQoMUmVzaXplRmlsdGVyEh0KGVJFU0laRV9GSUxURVJfVU5TUEVDSUZJRUQQ",
+            "ABIZChVSRVNJWkVfRklMVEVSX05FQVJFU1QQARIaChZSRVNJWkVfRklMVEVS",
+            "X0JJTElORUFSEAISGQoVUkVTSVpFX0ZJTFRFUl9CSUNVQklDEAMSGQoVUkVT",
+            "SVpFX0ZJTFRFUl9MQU5DWk9TEAQSFwoTUkVTSVpFX0ZJTFRFUl9NT0RFTBAF",
+            "Ko8BCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1FV",
+            "RVVFRBABEhcKE1NUQUdFX0VOQ09ESU5HX1RFWFQQAhIUChBTVEFHRV9HRU5F",
+            "UkFUSU5HEAMSEQoNU1RBR0VfU0NPUklORxAEEhsKF1NUQUdFX0VOQ09ESU5H",
+            "X1RFWFRVUkVTEAUy4AMKDUF2YXRhclNlcnZpY2USSwoIR2VuZXJhdGUSHS5t",
+            "b2VhdmF0YXIudjEuR2VuZXJhdGVSZXF1ZXN0Gh4ubW9lYXZhdGFyLnYxLkdl",
+            "bmVyYXRlUmVzcG9uc2UwARJRCgtJbnRlcnBvbGF0ZRIgLm1vZWF2YXRhci52",
+            "MS5JbnRlcnBvbGF0ZVJlcXVlc3QaHi5tb2VhdmF0YXIudjEuR2VuZXJhdGVS",
+            "ZXNwb25zZTABEkEKBEVkaXQSGS5tb2VhdmF0YXIudjEuRWRpdFJlcXVlc3Qa",
+            "Gi5tb2VhdmF0YXIudjEuRWRpdFJlc3BvbnNlKAEwARJPCgpFbmNvZGVUZXh0",
+            "Eh8ubW9lYXZhdGFyLnYxLkVuY29kZVRleHRSZXF1ZXN0GiAubW9lYXZhdGFy",
+            "LnYxLkVuY29kZVRleHRSZXNwb25zZRJKCgxHZXRNb2RlbEluZm8SIS5tb2Vh",
+            "dmF0YXIudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoXLm1vZWF2YXRhci52MS5N",
+            "b2RlbEluZm8STwoKTGlzdE1vZGVscxIfLm1vZWF2YXRhci52MS5MaXN0TW9k",
+            "ZWxzUmVxdWVzdBogLm1vZWF2YXRhci52MS5MaXN0TW9kZWxzUmVzcG9uc2VC",
+            "ZQoQZGV2Lm1vZWF2YXRhci52MVABWkBnaXRodWIuY29tL21vZS1hdmF0YXIv",
+            "bW9lLWF2YXRhci9nZW4vZ28vbW9lYXZhdGFyL3YxO21vZWF2YXRhcnYxqgIM",
+            "TW9lQXZhdGFyLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::MoeAvatar.V1.TextureFormat), typeof(global::MoeAvatar.V1.RowOrder), typeof(global::MoeAvatar.V1.ResizeFilter), typeof(global::MoeAvatar.V1.Stage), }, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.OutputOptions), global::MoeAvatar.V1.OutputOptions.Parser, new[]{ "Format", "Size", "Filter", "RowOrder" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.GenerateRequest), global::MoeAvatar.V1.GenerateRequest.Parser, new[]{ "Prompt", "Count", "Seed", "Psi", "Rerank", "Output", "Model", "ModelVersion" }, new[]{ "Seed", "Psi" }, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.GenerateResponse), global::MoeAvatar.V1.GenerateResponse.Parser, new[]{ "Started", "Progress", "Texture", "Chunk", "Done" }, new[]{ "Event" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.GenerateResponse), global::MoeAvatar.V1.GenerateResponse.Parser, new[]{ "Started", "Progress", "Texture", "Chunk", "Done", "Reading" }, new[]{ "Event" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.PromptReading), global::MoeAvatar.V1.PromptReading.Parser, new[]{ "Families" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.FamilyReading), global::MoeAvatar.V1.FamilyReading.Parser, new[]{ "Family", "Stated", "StatedProbability", "Value", "ValueProbability" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.Started), global::MoeAvatar.V1.Started.Parser, new[]{ "RequestId", "Model", "ModelVersion", "Seed", "Psi", "TextureCount" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.Progress), global::MoeAvatar.V1.Progress.Parser, new[]{ "Stage", "ElapsedSeconds" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.TextureHeader), global::MoeAvatar.V1.TextureHeader.Parser, new[]{ "Index", "Width", "Height", "Format", "RowOrder", "Seed", "ClipScore", "ResizeFilter", "TotalBytes", "Sha256", "T" }, new[]{ "Seed" }, null, null, null),
@@ -127,12 +136,12 @@ namespace MoeAvatar.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.EditSuperseded), global::MoeAvatar.V1.EditSuperseded.Parser, new[]{ "BySequence" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.EditError), global::MoeAvatar.V1.EditError.Parser, new[]{ "Code", "Message" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.EncodeTextRequest), global::MoeAvatar.V1.EncodeTextRequest.Parser, new[]{ "Prompt", "Model", "ModelVersion" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.EncodeTextResponse), global::MoeAvatar.V1.EncodeTextResponse.Parser, new[]{ "Embedding", "Model", "ModelVersion" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.EncodeTextResponse), global::MoeAvatar.V1.EncodeTextResponse.Parser, new[]{ "Embedding", "Model", "ModelVersion", "Reading" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.GetModelInfoRequest), global::MoeAvatar.V1.GetModelInfoRequest.Parser, new[]{ "Model", "ModelVersion" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ListModelsRequest), global::MoeAvatar.V1.ListModelsRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ListModelsResponse), global::MoeAvatar.V1.ListModelsResponse.Parser, new[]{ "Models", "DefaultModel" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.AttributeValues), global::MoeAvatar.V1.AttributeValues.Parser, new[]{ "Values" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ModelInfo), global::MoeAvatar.V1.ModelInfo.Parser, new[]{ "Name", "Version", "Resolution", "EmbedDim", "ZDim", "ContextLength", "Precision", "Created", "Exporter", "Attributes", "IsDefault", "ExecutionProvider", "ManifestJson", "UpscaledResolution" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, })
+            new pbr::GeneratedClrTypeInfo(typeof(global::MoeAvatar.V1.ModelInfo), global::MoeAvatar.V1.ModelInfo.Parser, new[]{ "Name", "Version", "Resolution", "EmbedDim", "ZDim", "ContextLength", "Precision", "Created", "Exporter", "Attributes", "IsDefault", "ExecutionProvider", "ManifestJson", "UpscaledResolution", "ReadsPrompts" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, })
           }));
     }
     #endregion
@@ -1109,6 +1118,9 @@ namespace MoeAvatar.V1 {
         case EventOneofCase.Done:
           Done = other.Done.Clone();
           break;
+        case EventOneofCase.Reading:
+          Reading = other.Reading.Clone();
+          break;
       }
 
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
@@ -1180,6 +1192,22 @@ namespace MoeAvatar.V1 {
       }
     }
 
+    /// <summary>Field number for the "reading" field.</summary>
+    public const int ReadingFieldNumber = 6;
+    /// <summary>
+    /// What the model read from the prompt; sent once, after the prompt is encoded
+    /// (Generate and Edit, by models that can say: ModelInfo.reads_prompts).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::MoeAvatar.V1.PromptReading Reading {
+      get { return eventCase_ == EventOneofCase.Reading ? (global::MoeAvatar.V1.PromptReading) event_ : null; }
+      set {
+        event_ = value;
+        eventCase_ = value == null ? EventOneofCase.None : EventOneofCase.Reading;
+      }
+    }
+
     private object event_;
     /// <summary>Enum of possible cases for the "event" oneof.</summary>
     public enum EventOneofCase {
@@ -1189,6 +1217,7 @@ namespace MoeAvatar.V1 {
       Texture = 3,
       Chunk = 4,
       Done = 5,
+      Reading = 6,
     }
     private EventOneofCase eventCase_ = EventOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1224,6 +1253,7 @@ namespace MoeAvatar.V1 {
       if (!object.Equals(Texture, other.Texture)) return false;
       if (!object.Equals(Chunk, other.Chunk)) return false;
       if (!object.Equals(Done, other.Done)) return false;
+      if (!object.Equals(Reading, other.Reading)) return false;
       if (EventCase != other.EventCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -1237,6 +1267,7 @@ namespace MoeAvatar.V1 {
       if (eventCase_ == EventOneofCase.Texture) hash ^= Texture.GetHashCode();
       if (eventCase_ == EventOneofCase.Chunk) hash ^= Chunk.GetHashCode();
       if (eventCase_ == EventOneofCase.Done) hash ^= Done.GetHashCode();
+      if (eventCase_ == EventOneofCase.Reading) hash ^= Reading.GetHashCode();
       hash ^= (int) eventCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -1276,6 +1307,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(42);
         output.WriteMessage(Done);
       }
+      if (eventCase_ == EventOneofCase.Reading) {
+        output.WriteRawTag(50);
+        output.WriteMessage(Reading);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -1306,6 +1341,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(42);
         output.WriteMessage(Done);
       }
+      if (eventCase_ == EventOneofCase.Reading) {
+        output.WriteRawTag(50);
+        output.WriteMessage(Reading);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -1330,6 +1369,9 @@ namespace MoeAvatar.V1 {
       }
       if (eventCase_ == EventOneofCase.Done) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Done);
+      }
+      if (eventCase_ == EventOneofCase.Reading) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Reading);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -1373,6 +1415,12 @@ namespace MoeAvatar.V1 {
             Done = new global::MoeAvatar.V1.Done();
           }
           Done.MergeFrom(other.Done);
+          break;
+        case EventOneofCase.Reading:
+          if (Reading == null) {
+            Reading = new global::MoeAvatar.V1.PromptReading();
+          }
+          Reading.MergeFrom(other.Reading);
           break;
       }
 
@@ -1436,6 +1484,15 @@ namespace MoeAvatar.V1 {
             Done = subBuilder;
             break;
           }
+          case 50: {
+            global::MoeAvatar.V1.PromptReading subBuilder = new global::MoeAvatar.V1.PromptReading();
+            if (eventCase_ == EventOneofCase.Reading) {
+              subBuilder.MergeFrom(Reading);
+            }
+            input.ReadMessage(subBuilder);
+            Reading = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -1496,6 +1553,553 @@ namespace MoeAvatar.V1 {
             Done = subBuilder;
             break;
           }
+          case 50: {
+            global::MoeAvatar.V1.PromptReading subBuilder = new global::MoeAvatar.V1.PromptReading();
+            if (eventCase_ == EventOneofCase.Reading) {
+              subBuilder.MergeFrom(Reading);
+            }
+            input.ReadMessage(subBuilder);
+            Reading = subBuilder;
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// What the model read from a prompt: one entry per attribute family, in the model's
+  /// order. It comes from the attribute prior the generator draws with, so it is what the
+  /// textures will follow. A word the model does not know changes nothing here: a client
+  /// can show that "pirate" was not understood.
+  /// </summary>
+  public sealed partial class PromptReading : pb::IMessage<PromptReading>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<PromptReading> _parser = new pb::MessageParser<PromptReading>(() => new PromptReading());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<PromptReading> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[3]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public PromptReading() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public PromptReading(PromptReading other) : this() {
+      families_ = other.families_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public PromptReading Clone() {
+      return new PromptReading(this);
+    }
+
+    /// <summary>Field number for the "families" field.</summary>
+    public const int FamiliesFieldNumber = 1;
+    private static readonly pb::FieldCodec<global::MoeAvatar.V1.FamilyReading> _repeated_families_codec
+        = pb::FieldCodec.ForMessage(10, global::MoeAvatar.V1.FamilyReading.Parser);
+    private readonly pbc::RepeatedField<global::MoeAvatar.V1.FamilyReading> families_ = new pbc::RepeatedField<global::MoeAvatar.V1.FamilyReading>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::MoeAvatar.V1.FamilyReading> Families {
+      get { return families_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as PromptReading);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(PromptReading other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!families_.Equals(other.families_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= families_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      families_.WriteTo(output, _repeated_families_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      families_.WriteTo(ref output, _repeated_families_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += families_.CalculateSize(_repeated_families_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(PromptReading other) {
+      if (other == null) {
+        return;
+      }
+      families_.Add(other.families_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            families_.AddEntriesFrom(input, _repeated_families_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            families_.AddEntriesFrom(ref input, _repeated_families_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  public sealed partial class FamilyReading : pb::IMessage<FamilyReading>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<FamilyReading> _parser = new pb::MessageParser<FamilyReading>(() => new FamilyReading());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<FamilyReading> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[4]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FamilyReading() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FamilyReading(FamilyReading other) : this() {
+      family_ = other.family_;
+      stated_ = other.stated_;
+      statedProbability_ = other.statedProbability_;
+      value_ = other.value_;
+      valueProbability_ = other.valueProbability_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FamilyReading Clone() {
+      return new FamilyReading(this);
+    }
+
+    /// <summary>Field number for the "family" field.</summary>
+    public const int FamilyFieldNumber = 1;
+    private string family_ = "";
+    /// <summary>
+    /// Attribute family, e.g. "hair_color" (ModelInfo.attributes lists the families).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Family {
+      get { return family_; }
+      set {
+        family_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "stated" field.</summary>
+    public const int StatedFieldNumber = 2;
+    private bool stated_;
+    /// <summary>
+    /// True when the model reads the family as stated by the prompt; false: the prompt
+    /// leaves it open and each seed draws it at random.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Stated {
+      get { return stated_; }
+      set {
+        stated_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "stated_probability" field.</summary>
+    public const int StatedProbabilityFieldNumber = 3;
+    private float statedProbability_;
+    /// <summary>
+    /// P(the prompt states this family), 0..1; `stated` is `stated_probability >= 0.5`.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float StatedProbability {
+      get { return statedProbability_; }
+      set {
+        statedProbability_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "value" field.</summary>
+    public const int ValueFieldNumber = 4;
+    private string value_ = "";
+    /// <summary>
+    /// The value read, e.g. "pink"; head_accessory: the items joined by " + " ("cat ears +
+    /// bow") or "none". Set for open families too (the model's best guess, not drawn).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Value {
+      get { return value_; }
+      set {
+        value_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "value_probability" field.</summary>
+    public const int ValueProbabilityFieldNumber = 5;
+    private float valueProbability_;
+    /// <summary>
+    /// P(value | the family is stated), 0..1.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float ValueProbability {
+      get { return valueProbability_; }
+      set {
+        valueProbability_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as FamilyReading);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(FamilyReading other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Family != other.Family) return false;
+      if (Stated != other.Stated) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(StatedProbability, other.StatedProbability)) return false;
+      if (Value != other.Value) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(ValueProbability, other.ValueProbability)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Family.Length != 0) hash ^= Family.GetHashCode();
+      if (Stated != false) hash ^= Stated.GetHashCode();
+      if (StatedProbability != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(StatedProbability);
+      if (Value.Length != 0) hash ^= Value.GetHashCode();
+      if (ValueProbability != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(ValueProbability);
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Family.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Family);
+      }
+      if (Stated != false) {
+        output.WriteRawTag(16);
+        output.WriteBool(Stated);
+      }
+      if (StatedProbability != 0F) {
+        output.WriteRawTag(29);
+        output.WriteFloat(StatedProbability);
+      }
+      if (Value.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(Value);
+      }
+      if (ValueProbability != 0F) {
+        output.WriteRawTag(45);
+        output.WriteFloat(ValueProbability);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Family.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Family);
+      }
+      if (Stated != false) {
+        output.WriteRawTag(16);
+        output.WriteBool(Stated);
+      }
+      if (StatedProbability != 0F) {
+        output.WriteRawTag(29);
+        output.WriteFloat(StatedProbability);
+      }
+      if (Value.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(Value);
+      }
+      if (ValueProbability != 0F) {
+        output.WriteRawTag(45);
+        output.WriteFloat(ValueProbability);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Family.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Family);
+      }
+      if (Stated != false) {
+        size += 1 + 1;
+      }
+      if (StatedProbability != 0F) {
+        size += 1 + 4;
+      }
+      if (Value.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Value);
+      }
+      if (ValueProbability != 0F) {
+        size += 1 + 4;
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(FamilyReading other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Family.Length != 0) {
+        Family = other.Family;
+      }
+      if (other.Stated != false) {
+        Stated = other.Stated;
+      }
+      if (other.StatedProbability != 0F) {
+        StatedProbability = other.StatedProbability;
+      }
+      if (other.Value.Length != 0) {
+        Value = other.Value;
+      }
+      if (other.ValueProbability != 0F) {
+        ValueProbability = other.ValueProbability;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Family = input.ReadString();
+            break;
+          }
+          case 16: {
+            Stated = input.ReadBool();
+            break;
+          }
+          case 29: {
+            StatedProbability = input.ReadFloat();
+            break;
+          }
+          case 34: {
+            Value = input.ReadString();
+            break;
+          }
+          case 45: {
+            ValueProbability = input.ReadFloat();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Family = input.ReadString();
+            break;
+          }
+          case 16: {
+            Stated = input.ReadBool();
+            break;
+          }
+          case 29: {
+            StatedProbability = input.ReadFloat();
+            break;
+          }
+          case 34: {
+            Value = input.ReadString();
+            break;
+          }
+          case 45: {
+            ValueProbability = input.ReadFloat();
+            break;
+          }
         }
       }
     }
@@ -1520,7 +2124,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[3]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[5]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1907,7 +2511,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[4]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[6]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2141,7 +2745,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[5]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[7]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2737,7 +3341,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[6]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[8]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3049,7 +3653,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[7]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[9]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3278,7 +3882,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[8]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3511,7 +4115,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[9]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3971,7 +4575,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[10]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4212,7 +4816,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[11]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4599,7 +5203,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[12]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4791,7 +5395,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[13]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5020,7 +5624,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[14]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5286,7 +5890,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[15]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5309,6 +5913,7 @@ namespace MoeAvatar.V1 {
       embedding_ = other.embedding_.Clone();
       model_ = other.model_;
       modelVersion_ = other.modelVersion_;
+      reading_ = other.reading_ != null ? other.reading_.Clone() : null;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -5356,6 +5961,22 @@ namespace MoeAvatar.V1 {
       }
     }
 
+    /// <summary>Field number for the "reading" field.</summary>
+    public const int ReadingFieldNumber = 4;
+    private global::MoeAvatar.V1.PromptReading reading_;
+    /// <summary>
+    /// What the model read from the prompt (unset for models that cannot say:
+    /// ModelInfo.reads_prompts).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::MoeAvatar.V1.PromptReading Reading {
+      get { return reading_; }
+      set {
+        reading_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -5374,6 +5995,7 @@ namespace MoeAvatar.V1 {
       if(!embedding_.Equals(other.embedding_)) return false;
       if (Model != other.Model) return false;
       if (ModelVersion != other.ModelVersion) return false;
+      if (!object.Equals(Reading, other.Reading)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -5384,6 +6006,7 @@ namespace MoeAvatar.V1 {
       hash ^= embedding_.GetHashCode();
       if (Model.Length != 0) hash ^= Model.GetHashCode();
       if (ModelVersion.Length != 0) hash ^= ModelVersion.GetHashCode();
+      if (reading_ != null) hash ^= Reading.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -5411,6 +6034,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(26);
         output.WriteString(ModelVersion);
       }
+      if (reading_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Reading);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5430,6 +6057,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(26);
         output.WriteString(ModelVersion);
       }
+      if (reading_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Reading);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5446,6 +6077,9 @@ namespace MoeAvatar.V1 {
       }
       if (ModelVersion.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(ModelVersion);
+      }
+      if (reading_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Reading);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5465,6 +6099,12 @@ namespace MoeAvatar.V1 {
       }
       if (other.ModelVersion.Length != 0) {
         ModelVersion = other.ModelVersion;
+      }
+      if (other.reading_ != null) {
+        if (reading_ == null) {
+          Reading = new global::MoeAvatar.V1.PromptReading();
+        }
+        Reading.MergeFrom(other.Reading);
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -5492,6 +6132,13 @@ namespace MoeAvatar.V1 {
           }
           case 26: {
             ModelVersion = input.ReadString();
+            break;
+          }
+          case 34: {
+            if (reading_ == null) {
+              Reading = new global::MoeAvatar.V1.PromptReading();
+            }
+            input.ReadMessage(Reading);
             break;
           }
         }
@@ -5522,6 +6169,13 @@ namespace MoeAvatar.V1 {
             ModelVersion = input.ReadString();
             break;
           }
+          case 34: {
+            if (reading_ == null) {
+              Reading = new global::MoeAvatar.V1.PromptReading();
+            }
+            input.ReadMessage(Reading);
+            break;
+          }
         }
       }
     }
@@ -5543,7 +6197,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[16]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5775,7 +6429,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[17]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5927,7 +6581,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[18]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6148,7 +6802,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[19]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6326,7 +6980,7 @@ namespace MoeAvatar.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[20]; }
+      get { return global::MoeAvatar.V1.AvatarReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6360,6 +7014,7 @@ namespace MoeAvatar.V1 {
       executionProvider_ = other.executionProvider_;
       manifestJson_ = other.manifestJson_;
       upscaledResolution_ = other.upscaledResolution_;
+      readsPrompts_ = other.readsPrompts_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6565,6 +7220,21 @@ namespace MoeAvatar.V1 {
       }
     }
 
+    /// <summary>Field number for the "reads_prompts" field.</summary>
+    public const int ReadsPromptsFieldNumber = 15;
+    private bool readsPrompts_;
+    /// <summary>
+    /// True when the model reports what it read from each prompt (PromptReading).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool ReadsPrompts {
+      get { return readsPrompts_; }
+      set {
+        readsPrompts_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6594,6 +7264,7 @@ namespace MoeAvatar.V1 {
       if (ExecutionProvider != other.ExecutionProvider) return false;
       if (ManifestJson != other.ManifestJson) return false;
       if (UpscaledResolution != other.UpscaledResolution) return false;
+      if (ReadsPrompts != other.ReadsPrompts) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6615,6 +7286,7 @@ namespace MoeAvatar.V1 {
       if (ExecutionProvider.Length != 0) hash ^= ExecutionProvider.GetHashCode();
       if (ManifestJson.Length != 0) hash ^= ManifestJson.GetHashCode();
       if (UpscaledResolution != 0) hash ^= UpscaledResolution.GetHashCode();
+      if (ReadsPrompts != false) hash ^= ReadsPrompts.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6686,6 +7358,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(112);
         output.WriteUInt32(UpscaledResolution);
       }
+      if (ReadsPrompts != false) {
+        output.WriteRawTag(120);
+        output.WriteBool(ReadsPrompts);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6749,6 +7425,10 @@ namespace MoeAvatar.V1 {
         output.WriteRawTag(112);
         output.WriteUInt32(UpscaledResolution);
       }
+      if (ReadsPrompts != false) {
+        output.WriteRawTag(120);
+        output.WriteBool(ReadsPrompts);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6798,6 +7478,9 @@ namespace MoeAvatar.V1 {
       }
       if (UpscaledResolution != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(UpscaledResolution);
+      }
+      if (ReadsPrompts != false) {
+        size += 1 + 1;
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6850,6 +7533,9 @@ namespace MoeAvatar.V1 {
       }
       if (other.UpscaledResolution != 0) {
         UpscaledResolution = other.UpscaledResolution;
+      }
+      if (other.ReadsPrompts != false) {
+        ReadsPrompts = other.ReadsPrompts;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6922,6 +7608,10 @@ namespace MoeAvatar.V1 {
             UpscaledResolution = input.ReadUInt32();
             break;
           }
+          case 120: {
+            ReadsPrompts = input.ReadBool();
+            break;
+          }
         }
       }
     #endif
@@ -6991,6 +7681,10 @@ namespace MoeAvatar.V1 {
           }
           case 112: {
             UpscaledResolution = input.ReadUInt32();
+            break;
+          }
+          case 120: {
+            ReadsPrompts = input.ReadBool();
             break;
           }
         }
