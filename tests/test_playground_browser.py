@@ -125,6 +125,26 @@ def test_generate_in_the_playground(browser, server):
     assert severe_console_messages(browser) == []
 
 
+def test_reading_chips_follow_the_prompt_as_typed(browser, server):
+    """A chip per family: the stated ones with their value, the open ones as "random", the same
+    reading EncodeText gives over gRPC."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{server.server.http_port}/")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
+    browser.find_element(By.ID, "prompt").send_keys(PROMPT)
+    with grpc.insecure_channel(server.target) as channel:
+        reading = pb_grpc.AvatarServiceStub(channel).EncodeText(pb.EncodeTextRequest(prompt=PROMPT), timeout=30).reading
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#reading .chip")) == len(reading.families))
+    chips = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#reading .chip")]
+    stated = [f for f in reading.families if f.stated]
+    assert chips[:len(stated)] == [f"{f.family.replace('_', ' ')}: {f.value} {round(100 * f.value_probability)} %"
+                                   for f in stated]
+    assert chips[len(stated):] == [f"{f.family.replace('_', ' ')}: random" for f in reading.families if not f.stated]
+    screenshot(browser, "playground-reading.png")
+    assert severe_console_messages(browser) == []
+
+
 def test_validation_errors_are_shown_by_field(browser, server):
     from selenium.webdriver.common.by import By
 

@@ -165,12 +165,14 @@ function buildRequest() {
   const size = Number($("size").value);
   body.output = { format: $("format").value };
   if (size) Object.assign(body.output, { size, filter: $("filter").value });
-  if ($("model").value) {
-    const { name, version } = JSON.parse($("model").value);
-    body.model = name;
-    body.modelVersion = version;
-  }
-  return body;
+  return Object.assign(body, modelFields());
+}
+
+/** The model picked in the dropdown as request fields ({} = the server's default). */
+function modelFields() {
+  if (!$("model").value) return {};
+  const { name, version } = JSON.parse($("model").value);
+  return { model: name, modelVersion: version };
 }
 
 /** A shell word in single quotes: ' becomes '\'' (close, escaped quote, reopen). */
@@ -327,7 +329,7 @@ function readPrompt() {
     try {
       const response = await fetch("/v1/encode-text", {
         method: "POST", headers: authHeaders({ "Content-Type": "application/json" }),
-        body: JSON.stringify({ prompt, model: $("model").value || "" }),
+        body: JSON.stringify({ prompt, ...modelFields() }),
       });
       if (!response.ok || mine !== readSequence) return;
       const body = await response.json();
