@@ -358,6 +358,73 @@ def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 1
     return manifest
 
 
+def prior_from_generator(checked) -> tuple[Any, dict[str, list[str]]]:
+    """The generator's attribute prior rebuilt from generator.onnx's own fp32 prior weights
+    (`g.prior.*`, kept fp32 by store_weights_fp16) and the manifest's recorded GAN config, with
+    its reading labels: the same prior the generator draws with, for bundles exported before
+    reader.onnx existed."""
+    import onnx
+    from onnx import numpy_helper
+
+    from moe_avatar.training.models import AttributePrior
+
+    model_cfg = (checked.manifest.get("training") or {}).get("gan", {}).get("model") or {}
+    if not model_cfg.get("prior"):
+        raise ExportError(f"{checked.directory}: the manifest's GAN (training.gan.model) has no attribute prior to read with")
+    weights = {i.name.removeprefix("g.prior."): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32).copy())
+               for i in onnx.load(str(checked.path("generator"))).graph.initializer if i.name.startswith("g.prior.")}
+    if "net.0.weight" not in weights:
+        raise ExportError(f"{checked.path('generator')}: no fp32 prior weights (g.prior.*) in the graph")
+    schema = model_schema(model_cfg)
+    prior = AttributePrior(checked.embed_dim, schema.blocks, schema.log_marginal(), schema.hiders(),
+                           hidden=weights["net.0.weight"].shape[0], temperature=float(model_cfg.get("prior_temperature", 1.0)))
+    prior.load_state_dict(weights)
+    return prior.eval(), schema.reading_labels()
+
+
+def add_reader(bundle: Path, version: str, opset: int = 17, log=print) -> dict[str, Any]:
+    """Add reader.onnx to a bundle whose generator has an attribute prior, every other file left
+    as it is: the prior from generator.onnx (prior_from_generator), exported and parity-checked
+    against itself in PyTorch, and the manifest's `reading`, files.reader and `version`."""
+    from types import SimpleNamespace
+
+    checked = load_bundle(bundle)
+    if checked.reading:
+        raise ExportError(f"{bundle}: already has a reader")
+    prior, reading = prior_from_generator(checked)
+    shape = (len(reading), sum(map(len, reading.values())))
+    spec = graph_specs(checked.context_length, checked.embed_dim, checked.z_dim, checked.resolution,
+                       reading=shape)["reader"]
+    path = bundle / OPTIONAL_GRAPH_FILES["reader"]
+    graph = ReaderGraph(SimpleNamespace(prior=prior, embed_dim=checked.embed_dim))
+    export_graph(graph, (torch.zeros(2, checked.embed_dim),), spec, path, opset)
+    _check_onnx(path)
+    report = ParityReport()
+    for batch in (1, 5):
+        emb = torch.nn.functional.normalize(torch.randn(batch, checked.embed_dim, generator=torch.Generator().manual_seed(batch)), dim=1)
+        with torch.no_grad():
+            ref = graph(emb)
+        err = max(np.abs(a.numpy() - b).max() for a, b in zip(ref, _session(path).run(None, {"text_embedding": emb.numpy()})))
+        limit = TOLERANCES[checked.precision]["embedding"]
+        report.rows.append({"graph": "reader", "batch": batch, "max_abs_err": float(err), "tolerance": limit, "ok": bool(err <= limit)})
+        report.ok &= bool(err <= limit)
+    log(report.table())
+    if not report.ok:
+        path.unlink()
+        raise ExportError(f"parity check failed for {path}; see the table above")
+    manifest = dict(checked.manifest)
+    manifest["version"] = version
+    manifest["reading"] = reading
+    rows = [r for r in manifest.get("parity", {}).get("rows", []) if r.get("graph") != "reader"]
+    manifest["parity"] = {**manifest.get("parity", {}), "rows": rows + report.rows}
+    manifest["files"] = {**manifest["files"], "reader": {"path": path.name, "sha256": sha256_file(path),
+                                                         "bytes": path.stat().st_size,
+                                                         "inputs": spec.inputs, "outputs": spec.outputs}}
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    load_bundle(bundle)
+    return manifest
+
+
 def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -> None:
     """A Triton model repository (onnxruntime backend, dynamic batching) from a bundle."""
     manifest = load_bundle(bundle).manifest

@@ -1,5 +1,6 @@
 """`moe-avatar-export`: checkpoints -> ONNX model bundle; `moe-avatar-export verify BUNDLE`;
-`moe-avatar-export add-upscaler BUNDLE --upscaler CKPT --version V`."""
+`moe-avatar-export add-upscaler BUNDLE --upscaler CKPT --version V`;
+`moe-avatar-export add-reader BUNDLE --version V`."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,15 @@ import json
 import sys
 from pathlib import Path
 
-from moe_avatar.export.bundle import ExportError, ExportOptions, add_upscaler, export_bundle, verify_bundle, write_triton_repository
+from moe_avatar.export.bundle import (
+    ExportError,
+    ExportOptions,
+    add_reader,
+    add_upscaler,
+    export_bundle,
+    verify_bundle,
+    write_triton_repository,
+)
 
 
 def _export(argv: list[str]) -> int:
@@ -67,6 +76,19 @@ def _add_upscaler(argv: list[str]) -> int:
     return 0
 
 
+def _add_reader(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="moe-avatar-export add-reader", description="Add reader.onnx (what the model reads "
+                                "from a prompt) to a bundle exported without one, from its generator's own attribute "
+                                "prior (parity-checked); every other file stays byte for byte.")
+    p.add_argument("bundle", type=Path, help="bundle directory, e.g. models/chibi-64")
+    p.add_argument("--version", required=True, help="the bundle's new model version")
+    a = p.parse_args(argv)
+    manifest = add_reader(a.bundle, a.version)
+    print(f"wrote {a.bundle / 'reader.onnx'} ({manifest['files']['reader']['bytes'] / 1e3:.0f} kB, "
+          f"{len(manifest['reading'])} families); version {a.version}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -74,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(argv[1:])
         if argv and argv[0] == "add-upscaler":
             return _add_upscaler(argv[1:])
+        if argv and argv[0] == "add-reader":
+            return _add_reader(argv[1:])
         return _export(argv)
     except ExportError as exc:
         print(f"moe-avatar-export: error: {exc}", file=sys.stderr)

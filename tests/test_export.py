@@ -212,3 +212,31 @@ def test_simplified_export_keeps_parity(tmp_path: Path) -> None:
     m = export_bundle(clip_ckpt, gan_ckpt, tmp_path / "slim", ExportOptions(name="s", simplify=True), log=lambda *_: None)
     assert m["simplified"] is True
     assert all(row["ok"] for row in m["parity"]["rows"])
+
+
+def test_add_reader_rebuilds_the_exporters_reader_from_the_generator_graph(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A bundle exported without reader.onnx gets the same reader from its generator's own
+    prior weights: the same labels and the same answers as the exporter's; other files untouched."""
+    import onnxruntime as ort
+
+    from moe_avatar.export.cli import main as export_main
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["reading"], manifest["files"]["reader"]
+    (copy / "reader.onnx").unlink()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert export_main(["add-reader", str(copy), "--version", "0.0.2"]) == 0
+    added = json.loads((copy / "manifest.json").read_text())
+    original = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert added["reading"] == original["reading"] and added["version"] == "0.0.2"
+    assert {k: v["sha256"] for k, v in added["files"].items() if k != "reader"} == \
+        {k: v["sha256"] for k, v in original["files"].items() if k != "reader"}
+    emb = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    runs = [ort.InferenceSession(str(d / "reader.onnx"), providers=["CPUExecutionProvider"]).run(None, {"text_embedding": emb})
+            for d in (copy, tiny_bundle)]
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert export_main(["add-reader", str(copy), "--version", "0.0.3"]) == 1  # already has one
