@@ -162,6 +162,7 @@ def test_unread_streams_hold_at_most_two_textures_each(model_repo):
     with running_server(model_repo, max_held_bytes=0, stream_stall_seconds=0) as s:
         budget = s.server.service.budget
         with _unread_streams(s.target, 4, _morph()):
+            _wait_for(lambda: budget.held >= 4 * TEXTURE_1024, what="every stream holding")  # not the zero before the first is drawn
             held = _steady(lambda: budget.held)
             assert 4 * TEXTURE_1024 <= held <= 4 * 2 * TEXTURE_1024  # was all 64 frames: 64 x 4 MiB per call
             assert _metric(s, "moe_avatar_held_texture_bytes") == held

@@ -92,7 +92,7 @@ def test_logs_name_provider_model_version_and_device(proc):
     assert serving["provider"] == "CPUExecutionProvider" and serving["device"].startswith("cpu")
     assert serving["models"] == ["tiny 0.0.1"]
     loaded = [json.loads(line) for line in proc.log_lines if '"loaded tiny' in line]
-    assert {entry["graph"] for entry in loaded} == {"text_encoder", "image_encoder", "generator", "upscaler"}
+    assert {entry["graph"] for entry in loaded} == {"text_encoder", "image_encoder", "generator", "upscaler", "reader"}
 
 
 def test_sigterm_finishes_in_flight_stream_then_exits(model_repo):
