@@ -97,6 +97,15 @@ def test_clip_and_gan_runs_write_checkpoints_samples_and_stats(tiny_data: Path, 
     assert all(r["rec_l1"] > 0 and "attr_acc_fake" in r and "ms_ratio" in r and r["prior_loss"] > 0 for r in _stats(gan_dir))
     samples = sorted((gan_dir / "samples").glob("*.png"))
     assert [p.name for p in samples] == ["step_000002.png", "step_000004.png"]
+    # The upscaler's figures on a reconstruction-stage run's drawings (eval_upscaler --reconstruction),
+    # through the committed tiny bundle's real upscaler.
+    import onnxruntime as ort
+
+    from moe_avatar.training.eval_upscaler import reconstruction
+    up = ort.InferenceSession(str(Path(__file__).parent / "fixtures/models/tiny/upscaler.onnx"), providers=["CPUExecutionProvider"])
+    rec = reconstruction(gan_dir, lambda im: up.run(None, {"image": np.ascontiguousarray(im)})[0], 3, 4)
+    assert rec["images"] == 3 and all(np.isfinite(rec[k]) and rec[k] > 0 for k in ("psnr", "psnr_lanczos"))
+    assert 0 <= rec["alpha_iou"] <= 1 and 0 <= rec["alpha_iou_lanczos"] <= 1
     from PIL import Image
 
     grid = Image.open(samples[-1])

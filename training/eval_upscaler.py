@@ -10,6 +10,10 @@
   against the renders of the prompts' own avatars; stray transparent pixels (alpha < 255) in
   images whose 64 px border is opaque, per 1,000 images; the judge's accuracy on the stated
   families for the 64 px output and for the upscaler's output box-downsampled to 64;
+* `--reconstruction RUN_DIR` (a reconstruction-stage GAN run, e.g. gan_rec): G handed each
+  eval prompt's own true values (and the prompt's text embedding) draws at 64; its upscaled
+  and Lanczos-enlarged drawings against the 256 px render of those values: PSNR and alpha IoU
+  (G does not know the render's jitter, so both are far below the held-out renders' figures);
 * `--picture`: columns native 64 (nearest), Lanczos 256, upscaler 256 and the 256 render;
   rows of held-out renders, then of generated avatars (no render of their own).
 """
@@ -92,6 +96,30 @@ def generated(sampler, upscale, judge, count: int, scale: int) -> tuple[dict, tu
     return out, (native, lz, up, None)
 
 
+def reconstruction(run_dir: Path, upscale, count: int, scale: int) -> dict[str, float]:
+    """The reconstruction stage's drawings of each prompt's true values, upscaled vs Lanczos,
+    against the renders of those values."""
+    import torch
+
+    from moe_avatar.bundle import noise_from_seeds
+    from moe_avatar.training.latent import attribute_indices, indices_to_code
+    from moe_avatar.training.prompt_sets import make_eval_prompts
+    from moe_avatar.training.samplers import CheckpointSampler, batched
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    sampler = CheckpointSampler(Path(cfg["clip"]["checkpoint"]), run_dir / "checkpoint.pt")
+    prompts = make_eval_prompts(count)
+    emb = torch.from_numpy(batched(sampler.encode_text, [p.text for p, _ in prompts])).float()
+    code = indices_to_code(attribute_indices([a for _, a in prompts]))
+    with torch.no_grad():
+        x = sampler.g(torch.from_numpy(noise_from_seeds(range(count), sampler.z_dim)), emb, code=code)
+    native = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    up = np.concatenate([upscale(native[i:i + 64]) for i in range(0, count, 64)])
+    lz, real = lanczos(native, scale), renders([a for _, a in prompts], 64 * scale, 0)
+    return {"images": count, "psnr": psnr(up, real), "psnr_lanczos": psnr(lz, real),
+            "alpha_iou": alpha_iou(up, real), "alpha_iou_lanczos": alpha_iou(lz, real)}
+
+
 def picture(held: tuple, gen: tuple, path: Path, rows: tuple[int, int] = (3, 4)) -> None:
     """Columns native 64 (nearest), Lanczos 256, upscaler 256, the 256 render; rows: held-out
     renders (their render in the last column), then generated avatars (which have none: left
@@ -121,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", type=Path, help="cached judge (training.judge) for the accuracy figures")
     p.add_argument("--held-out", type=int, default=200, help="held-out renders (default %(default)s)")
     p.add_argument("--generated", type=int, default=1000, help="generated avatars (default %(default)s)")
+    p.add_argument("--reconstruction", type=Path, help="a reconstruction-stage GAN run directory (gan_rec): "
+                   "figures on its drawings of each prompt's true values")
     p.add_argument("--picture", type=Path, help="write the side-by-side picture here")
     p.add_argument("--json", type=Path, help="write the figures here")
     a = p.parse_args(argv)
@@ -141,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = {}
     figures["held_out_renders"], held_images = held_out(upscale, a.held_out, scale)
     figures["generated"], images = generated(sampler, upscale, judge, a.generated, scale)
+    if a.reconstruction:
+        figures["reconstruction_stage"] = reconstruction(a.reconstruction, upscale, a.held_out, scale)
     print(json.dumps(figures, indent=2))
     if a.picture:
         picture(held_images, images, a.picture)
