@@ -120,7 +120,9 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         if self.draining:
             await self._refuse(context, method, RequestError(
                 grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry (on another replica)"))
-        client = client_address(context.peer())
+        # A call whose connection is already gone has no peer (""); it is still counted, under a
+        # key of its own, so that its leave finds it ("" means "not counted" to _leave).
+        client = client_address(context.peer() or "") or "unknown peer"
         limit = self.max_inflight_per_client
         if limit and self._inflight[client] >= limit:
             await self._refuse(context, method, RequestError(

@@ -488,3 +488,20 @@ def test_client_resumes_a_broken_stream_by_seed(model_repo):
 def test_client_resumes_a_broken_reranked_stream(model_repo):
     result, reference = resumed_generate(model_repo, count=4, rerank=2, seed=500, output=pb.OutputOptions(size=256))
     assert [(t.seed, t.data) for t in result.textures] == [(t.seed, t.data) for t in reference.textures]
+
+
+def test_a_call_without_a_peer_leaves_like_any_other():
+    """gRPC reports no peer ("") for a call whose connection is already gone. Such a call is
+    counted in flight like any other and must leave the count when it ends; under the key that
+    means "not counted" it stayed in flight forever (the crowd tests' rare `in_flight: 1`)."""
+    from moe_avatar.server.guard import RequestGuard
+
+    class GoneConnection:
+        def peer(self) -> str:
+            return ""
+
+    guard = RequestGuard(max_inflight_per_client=4)
+    client = asyncio.run(guard._enter(GoneConnection(), "/moeavatar.v1.AvatarService/Generate"))  # noqa: SLF001
+    assert guard.in_flight == 1
+    guard._leave(client)  # noqa: SLF001
+    assert guard.in_flight == 0
