@@ -110,6 +110,11 @@ class FamilyReading:
     value_probability: float
 
 
+def reading_shape(reading: dict[str, list[str]]) -> tuple[int, int]:
+    """(families, values): the reader graph's output widths for the manifest's `reading`."""
+    return len(reading), sum(len(v) for v in reading.values())
+
+
 def decode_reading(reading: dict[str, list[str]], stated: np.ndarray, values: np.ndarray) -> list[FamilyReading]:
     """One prompt's row of the reader graph's outputs (`stated` [F], `values` [V]) -> a
     FamilyReading per family, in the manifest's order (field `reading`)."""
@@ -157,8 +162,7 @@ class Bundle:
     @property
     def reading_shape(self) -> tuple[int, int] | None:
         """(families, values) of the reader graph's outputs, or None without one."""
-        r = self.reading
-        return (len(r), sum(len(v) for v in r.values())) if r else None
+        return reading_shape(self.reading) if self.reading else None
 
     @property
     def embed_dim(self) -> int:

@@ -25,6 +25,7 @@ from moe_avatar.bundle import (
     clean_prompt,
     load_bundle,
     noise_from_seeds,
+    reading_shape,
     sha256_file,
 )
 from moe_avatar.export import __version__
@@ -80,6 +81,11 @@ class ParityReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     ok: bool = True
 
+    def add(self, graph: str, batch: int, err: float, limit: float) -> None:
+        ok = bool(err <= limit)
+        self.rows.append({"graph": graph, "batch": batch, "max_abs_err": float(err), "tolerance": limit, "ok": ok})
+        self.ok &= ok
+
     def table(self) -> str:
         lines = [f"{'graph':<14}{'batch':>6}{'max abs err':>14}{'tolerance':>12}  result"]
         for r in self.rows:
@@ -103,7 +109,7 @@ def export_bundle(clip_ckpt: Path, gan_ckpt: Path, out: Path, options: ExportOpt
     reading = model_schema(gan_cfg["model"]).reading_labels() if g.prior is not None else None
     out.mkdir(parents=True, exist_ok=True)
     specs = graph_specs(context, embed_dim, z_dim, res, upscaled,
-                        (len(reading), sum(map(len, reading.values()))) if reading else None)
+                        reading_shape(reading) if reading else None)
 
     steps = [
         ("text_encoder", TextEncoder(clip), (torch.zeros(2, context, dtype=torch.long),)),
@@ -227,10 +233,6 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str, upscaler=N
     text_s, image_s, gen_s = (_session(bundle / GRAPH_FILES[k]) for k in ("text_encoder", "image_encoder", "generator"))
     report = ParityReport()
 
-    def add(graph: str, batch: int, err: float, limit: float) -> None:
-        ok = bool(err <= limit)
-        report.rows.append({"graph": graph, "batch": batch, "max_abs_err": float(err), "tolerance": limit, "ok": ok})
-        report.ok &= ok
 
     for batch in (1, 5):
         prompts = [PARITY_PROMPTS[i % len(PARITY_PROMPTS)] for i in range(batch)]
@@ -238,29 +240,29 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str, upscaler=N
         with torch.no_grad():
             ref_t = TextEncoder(clip)(torch.from_numpy(ids)).numpy()
         ort_t = text_s.run(None, {"input_ids": ids})[0]
-        add("text_encoder", batch, np.abs(ref_t - ort_t).max(), tol["embedding"])
+        report.add("text_encoder", batch, np.abs(ref_t - ort_t).max(), tol["embedding"])
 
         z = noise_from_seeds(list(range(7, 7 + batch)), g.z_dim)
         psi = np.linspace(1.0, 0.6, batch).astype(np.float32)
         with torch.no_grad():
             ref_img = GeneratorGraph(g)(torch.from_numpy(z), torch.from_numpy(ref_t), torch.from_numpy(psi)).numpy()
         ort_img = gen_s.run(None, {"z": z, "text_embedding": ref_t, "psi": psi})[0]
-        add("generator", batch, np.abs(ref_img.astype(np.int16) - ort_img.astype(np.int16)).max(), tol["image_levels"])
+        report.add("generator", batch, np.abs(ref_img.astype(np.int16) - ort_img.astype(np.int16)).max(), tol["image_levels"])
         if g.prior is not None and (bundle / OPTIONAL_GRAPH_FILES["reader"]).is_file():
             with torch.no_grad():
                 ref_r = ReaderGraph(g)(torch.from_numpy(ref_t))
             ort_r = _session(bundle / OPTIONAL_GRAPH_FILES["reader"]).run(None, {"text_embedding": ref_t})
-            add("reader", batch, max(np.abs(a.numpy() - b).max() for a, b in zip(ref_r, ort_r)), tol["embedding"])
+            report.add("reader", batch, max(np.abs(a.numpy() - b).max() for a, b in zip(ref_r, ort_r)), tol["embedding"])
 
         with torch.no_grad():
             ref_i = ImageEncoder(clip)(torch.from_numpy(ref_img)).numpy()
         ort_i = image_s.run(None, {"image": ref_img})[0]
-        add("image_encoder", batch, np.abs(ref_i - ort_i).max(), tol["embedding"])
+        report.add("image_encoder", batch, np.abs(ref_i - ort_i).max(), tol["embedding"])
         if upscaler is not None:
             with torch.no_grad():
                 ref_u = UpscalerGraph(upscaler)(torch.from_numpy(ref_img)).numpy()
             ort_u = _session(bundle / OPTIONAL_GRAPH_FILES["upscaler"]).run(None, {"image": ref_img})[0]
-            add("upscaler", batch, np.abs(ref_u.astype(np.int16) - ort_u.astype(np.int16)).max(), tol["image_levels"])
+            report.add("upscaler", batch, np.abs(ref_u.astype(np.int16) - ort_u.astype(np.int16)).max(), tol["image_levels"])
     return report
 
 
@@ -316,9 +318,7 @@ def upscaler_parity(checked, path: Path, up) -> ParityReport:
         with torch.no_grad():
             ref = UpscalerGraph(up)(torch.from_numpy(images)).numpy()
         err = np.abs(ref.astype(np.int16) - _session(path).run(None, {"image": images})[0].astype(np.int16)).max()
-        report.rows.append({"graph": "upscaler", "batch": batch, "max_abs_err": float(err), "tolerance": limit,
-                            "ok": bool(err <= limit)})
-        report.ok &= bool(err <= limit)
+        report.add("upscaler", batch, err, limit)
     return report
 
 
@@ -338,23 +338,34 @@ def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 1
     if precision == "fp16":
         store_weights_fp16(path)
     _check_onnx(path)
-    report = upscaler_parity(checked, path, up)
+    manifest = _manifest_with_graph(checked, "upscaler", spec, upscaler_parity(checked, path, up), version, log)
+    manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
+    manifest["training"] = {**manifest.get("training", {}), "upscaler": up_cfg}
+    manifest["source"] = {**manifest.get("source", {}), "upscaler": os.path.relpath(upscaler_ckpt, bundle)}
+    return _write_manifest(bundle, manifest)
+
+
+def _manifest_with_graph(checked, key: str, spec, report: ParityReport, version: str, log) -> dict[str, Any]:
+    """The bundle's manifest with an added graph's files entry, parity rows and the new
+    `version`; a graph that fails its parity check is deleted (ExportError)."""
+    path = checked.directory / OPTIONAL_GRAPH_FILES[key]
     log(report.table())
     if not report.ok:
         path.unlink()
         raise ExportError(f"parity check failed for {path}; see the table above")
     manifest = dict(checked.manifest)
     manifest["version"] = version
-    manifest["upscaler"] = {"resolution": upscaled, "native_resolution": res, "scale": up.cfg.scale}
-    manifest["training"] = {**manifest.get("training", {}), "upscaler": up_cfg}
-    rows = [r for r in manifest.get("parity", {}).get("rows", []) if r.get("graph") != "upscaler"]
+    rows = [r for r in manifest.get("parity", {}).get("rows", []) if r.get("graph") != key]
     manifest["parity"] = {**manifest.get("parity", {}), "rows": rows + report.rows}
-    manifest["source"] = {**manifest.get("source", {}), "upscaler": os.path.relpath(upscaler_ckpt, bundle)}
-    manifest["files"] = {**manifest["files"], "upscaler": {"path": path.name, "sha256": sha256_file(path),
-                                                           "bytes": path.stat().st_size,
-                                                           "inputs": spec.inputs, "outputs": spec.outputs}}
+    manifest["files"] = {**manifest["files"], key: {"path": path.name, "sha256": sha256_file(path),
+                                                    "bytes": path.stat().st_size,
+                                                    "inputs": spec.inputs, "outputs": spec.outputs}}
+    return manifest
+
+
+def _write_manifest(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    load_bundle(bundle)
+    load_bundle(bundle)  # the bundle as written passes every check
     return manifest
 
 
@@ -392,37 +403,22 @@ def add_reader(bundle: Path, version: str, opset: int = 17, log=print) -> dict[s
     if checked.reading:
         raise ExportError(f"{bundle}: already has a reader")
     prior, reading = prior_from_generator(checked)
-    shape = (len(reading), sum(map(len, reading.values())))
     spec = graph_specs(checked.context_length, checked.embed_dim, checked.z_dim, checked.resolution,
-                       reading=shape)["reader"]
+                       reading=reading_shape(reading))["reader"]
     path = bundle / OPTIONAL_GRAPH_FILES["reader"]
     graph = ReaderGraph(SimpleNamespace(prior=prior, embed_dim=checked.embed_dim))
     export_graph(graph, (torch.zeros(2, checked.embed_dim),), spec, path, opset)
     _check_onnx(path)
-    report = ParityReport()
+    report, session = ParityReport(), _session(path)
     for batch in (1, 5):
         emb = torch.nn.functional.normalize(torch.randn(batch, checked.embed_dim, generator=torch.Generator().manual_seed(batch)), dim=1)
         with torch.no_grad():
             ref = graph(emb)
-        err = max(np.abs(a.numpy() - b).max() for a, b in zip(ref, _session(path).run(None, {"text_embedding": emb.numpy()})))
-        limit = TOLERANCES[checked.precision]["embedding"]
-        report.rows.append({"graph": "reader", "batch": batch, "max_abs_err": float(err), "tolerance": limit, "ok": bool(err <= limit)})
-        report.ok &= bool(err <= limit)
-    log(report.table())
-    if not report.ok:
-        path.unlink()
-        raise ExportError(f"parity check failed for {path}; see the table above")
-    manifest = dict(checked.manifest)
-    manifest["version"] = version
+        err = max(np.abs(a.numpy() - b).max() for a, b in zip(ref, session.run(None, {"text_embedding": emb.numpy()})))
+        report.add("reader", batch, err, TOLERANCES[checked.precision]["embedding"])
+    manifest = _manifest_with_graph(checked, "reader", spec, report, version, log)
     manifest["reading"] = reading
-    rows = [r for r in manifest.get("parity", {}).get("rows", []) if r.get("graph") != "reader"]
-    manifest["parity"] = {**manifest.get("parity", {}), "rows": rows + report.rows}
-    manifest["files"] = {**manifest["files"], "reader": {"path": path.name, "sha256": sha256_file(path),
-                                                         "bytes": path.stat().st_size,
-                                                         "inputs": spec.inputs, "outputs": spec.outputs}}
-    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    load_bundle(bundle)
-    return manifest
+    return _write_manifest(bundle, manifest)
 
 
 def write_triton_repository(bundle: Path, out: Path, max_batch_size: int = 64) -> None:

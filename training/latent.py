@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from moe_avatar.bundle import HEAD_SET_JOINER
 from moe_avatar.training.attributes import (
     ATTRIBUTES,
     HEAD_COUNT_P,
@@ -78,8 +79,6 @@ class AttributeSchema:
     def reading_labels(self) -> dict[str, list[str]]:
         """Family -> a label per value of each block, as the bundle's reader graph answers
         (manifest field `reading`): a head set's items joined by " + ", the empty set "none"."""
-        from moe_avatar.bundle import HEAD_SET_JOINER
-
         return {**self.families, MULTI_VALUED: [HEAD_SET_JOINER.join(s) or "none" for s in self.head_sets]}
 
     def hiders(self) -> list[tuple[int, int, torch.Tensor]]:

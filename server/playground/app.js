@@ -313,7 +313,6 @@ function showReading(reading) {
       `(${(f.valueProbability || 0).toFixed(2)})`;
     box.append(chip);
   }
-  if (!families.length) box.textContent = "";
 }
 
 let readTimer = 0;
