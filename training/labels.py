@@ -99,6 +99,19 @@ class AttributeHeads(nn.Module):
         return {f: head(x) for f, head in self.heads.items()}
 
 
+def stated_loss(logits: torch.Tensor, caption: Targets) -> tuple[torch.Tensor, float]:
+    """Binary cross-entropy of one logit per family [N, F] against whether each caption states
+    that family (`stated`), and the accuracy.
+
+    Why: the value heads only learn from the families a caption states, so nothing asks the
+    text embedding to carry *whether* a family was stated. The generator's prior has to read
+    that from the embedding (state it: draw it; leave it open: draw at random), and on prompts
+    outside the caption grammar it missed stated families (blush, head accessories) most."""
+    target = torch.stack(list(stated(caption).values()), dim=1).float().to(logits.device)
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    return loss, float(((logits > 0).float() == target).float().mean())
+
+
 def read_embedding(heads: AttributeHeads, emb: torch.Tensor) -> dict[str, torch.Tensor]:
     """Heads on a unit CLIP embedding, scaled by sqrt(dim): logits of a useful size without
     large head weights. train_clip trains the CLIP heads this way and train_gan's frozen

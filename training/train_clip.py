@@ -5,7 +5,9 @@ One readable loop; config is data (training/configs/*.json).
 
 With `attr_weight` > 0 and a labelled (procedural) dataset, linear attribute heads on both
 embeddings add a supervised loss (training.labels): text -> stated attributes, image -> all
-visible attributes. The heads are training-only; the exported encoders are plain CLIP.
+visible attributes; with `stated_weight` > 0 one more head on the text embedding learns which
+families a caption states at all. The heads are training-only; the exported encoders are plain
+CLIP.
 """
 from __future__ import annotations
 
@@ -19,7 +21,17 @@ import numpy as np
 import torch
 
 from moe_avatar.training import runs
-from moe_avatar.training.labels import AttributeHeads, Targets, attribute_loss, image_targets, mention_targets, read_embedding, select
+from moe_avatar.training.attributes import ATTRIBUTES
+from moe_avatar.training.labels import (
+    AttributeHeads,
+    Targets,
+    attribute_loss,
+    image_targets,
+    mention_targets,
+    read_embedding,
+    select,
+    stated_loss,
+)
 from moe_avatar.training.models import CheckpointError, build_clip, clip_checkpoint, count_params, encode_images, encode_texts, load_config
 from moe_avatar.training.text import CaptionBank
 from moe_avatar.training.train_config import ClipTrainConfig, parse_section
@@ -133,14 +145,17 @@ def build_run(args: argparse.Namespace, cfg: dict[str, Any], tc: ClipTrainConfig
     if tc.attr_weight and data.attributes is None:  # your own art: contrastive loss alone, said once
         if d.main:
             print(f"note: {args.data} has no ground-truth attributes, so attr_weight {tc.attr_weight} is off for this run")
-        tc = replace(tc, attr_weight=0.0)
-        cfg["train"]["attr_weight"] = 0.0
+        tc = replace(tc, attr_weight=0.0, stated_weight=0.0)
+        cfg["train"].update(attr_weight=0.0, stated_weight=0.0)
     bank = CaptionBank([[c.text for c in caps] for caps in data.captions], cfg["model"]["text_cfg"]["context_length"],
                        progress=d.main and not args.quiet,
                        states=[[c.states for c in caps] for caps in data.captions] if tc.attr_weight else None)
     model.to(device)
     embed_dim = model.text_projection.shape[1]
-    heads = torch.nn.ModuleDict({"text": AttributeHeads(embed_dim), "image": AttributeHeads(embed_dim)}).to(device)
+    heads = torch.nn.ModuleDict({"text": AttributeHeads(embed_dim), "image": AttributeHeads(embed_dim)})
+    if tc.stated_weight:
+        heads["stated"] = torch.nn.Linear(embed_dim, len(ATTRIBUTES))
+    heads.to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
@@ -174,6 +189,10 @@ def train_step(r: ClipRun, step: int, data_rng: np.random.Generator) -> tuple[di
             loss_i, row["attr_acc_image"] = attribute_loss(read_embedding(r.heads["image"], img_f.float()),
                                                            select(r.img_targets, torch.from_numpy(idx)))
             loss = loss + tc.attr_weight * (loss_t + loss_i)
+            if tc.stated_weight:
+                loss_s, row["stated_acc_text"] = stated_loss(r.heads["stated"](txt_f.float() * txt_f.shape[-1] ** 0.5),
+                                                             select(r.text_targets, choice))
+                loss = loss + tc.stated_weight * loss_s
     r.opt.zero_grad(set_to_none=True)
     loss.backward()
     runs.average_gradients(r.model, r.d)

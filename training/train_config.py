@@ -86,12 +86,15 @@ class ClipTrainConfig(RunOptions):
     weight_decay: float
     warmup_steps: int
     attr_weight: float = 0.0  # attribute heads on both embeddings (needs a labelled dataset)
+    stated_weight: float = 0.0  # a head on the text embedding: which families the caption states at all
     segment_shuffle: float = 0.0  # probability a caption's list segments come in a random order
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if self.warmup_steps < 0 or self.lr <= 0 or self.attr_weight < 0:
-            problems.append("warmup_steps, attr_weight must be >= 0 and lr > 0")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.attr_weight < 0 or self.stated_weight < 0:
+            problems.append("warmup_steps, attr_weight, stated_weight must be >= 0 and lr > 0")
+        if self.stated_weight and not self.attr_weight:
+            problems.append("stated_weight needs attr_weight > 0 (both read the captions' labels)")
         if not 0 <= self.segment_shuffle <= 1:
             problems.append("segment_shuffle must be a probability in [0, 1]")
         return problems
@@ -166,6 +169,7 @@ class UpscalerTrainConfig(RunOptions):
     noise: float = 0.0  # Gaussian noise std on the input's colour, drawn in [0, noise] per image ([-1, 1] units)
     colour_shift: float = 0.0  # per-channel gain and offset of the input, drawn in [-x, x]
     alpha_holes: int = 0  # up to this many input pixels per image get a random alpha (G's stray holes)
+    clean: float = 0.0  # fraction of inputs left as rendered (no degradation), so clean edges stay sharp
     held_out: int = 16  # rows after the training pairs whose PSNR is logged at every sample step
 
     def problems(self) -> list[str]:
@@ -173,6 +177,8 @@ class UpscalerTrainConfig(RunOptions):
         if self.lr <= 0 or self.pairs < 1 or self.crop < 4 or self.held_out < 1:
             problems.append("lr must be > 0, pairs and held_out >= 1, crop >= 4")
         problems += [f"{k} must be >= 0" for k in ("blur", "noise", "colour_shift", "alpha_holes") if getattr(self, k) < 0]
+        if not 0 <= self.clean <= 1:
+            problems.append("clean must be a fraction in [0, 1]")
         return problems
 
 
