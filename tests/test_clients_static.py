@@ -414,6 +414,19 @@ public static class Check
         Expect(r.Textures.Count == 1 && r.Textures[0].Seed == 42UL && r.Textures[0].Width == 16, "result texture");
         Expect(r.Textures[0].ModelVersion == "v1" && r.Textures[0].RowOrder == AvatarRowOrder.BottomUp, "result metadata");
         Expect(Hex(r.Textures[0].Data) == Hex(data), "reassembled bytes");
+        Expect(r.Reading.Families.Count == 0 && r.Reading.Summary() == "EXPECTED_NO_READING", "no reading: " + r.Reading.Summary());
+
+        var read = new TextureAssembler();
+        read.OnStarted("req-2", "chibi-64", "v1", 1, 0.7f, 0);
+        read.OnReading(new PromptReadingInfo(new[] {
+            new FamilyReadingInfo("hair_color", true, 0.97f, "pink", 0.984f),
+            new FamilyReadingInfo("eye_color", false, 0.12f, "blue", 0.4f),
+            new FamilyReadingInfo("head_accessory", true, 0.88f, "cat ears + bow", 0.555f),
+            new FamilyReadingInfo("bangs", false, 0.03f, "none", 0.9f) }));
+        read.OnDone(0, 0.1f);
+        Expect(read.ToResult().Reading.Summary() == "EXPECTED_READING", "reading summary: " + read.ToResult().Reading.Summary());
+        var open = new PromptReadingInfo(new[] { new FamilyReadingInfo("bangs", false, 0.1f, "none", 0.5f) });
+        Expect(open.Summary() == "EXPECTED_OPEN_READING", "nothing stated: " + open.Summary());
 
         var bad = (byte[])data.Clone(); bad[7] ^= 1;
         var b = new TextureAssembler();
@@ -460,7 +473,22 @@ def test_csharp_core_compiles_and_runs_with_mono(tmp_path):
         pytest.skip("Mono's mcs/mono not installed (Debian: apt-get install -y mono-mcs mono-runtime)")
     expected = hashlib.sha256(bytes(i % 256 for i in range(1280))).hexdigest()
     program = tmp_path / "Check.cs"
-    program.write_text(CSHARP_CHECK.replace("EXPECTED_SHA", expected))
+    from moe_avatar_client.client import reading_summary
+    from moeavatar.v1 import avatar_pb2 as pb
+
+    def reading(*rows):
+        return pb.PromptReading(families=[pb.FamilyReading(family=f, stated=s, stated_probability=sp, value=v,
+                                                           value_probability=vp) for f, s, sp, v, vp in rows])
+
+    four = reading(("hair_color", True, 0.97, "pink", 0.984), ("eye_color", False, 0.12, "blue", 0.4),
+                   ("head_accessory", True, 0.88, "cat ears + bow", 0.555), ("bangs", False, 0.03, "none", 0.9))
+    vectors = {"EXPECTED_SHA": expected, "EXPECTED_NO_READING": reading_summary(None),
+               "EXPECTED_OPEN_READING": reading_summary(reading(("bangs", False, 0.1, "none", 0.5))),
+               "EXPECTED_READING": reading_summary(four)}  # the C# summary is the Python CLI's line
+    source = CSHARP_CHECK
+    for key in sorted(vectors, key=len, reverse=True):
+        source = source.replace(key, vectors[key])
+    program.write_text(source)
     exe = tmp_path / "check.exe"
     build = subprocess.run([mcs, "-warnaserror+", "-nowarn:1591", f"-out:{exe}", str(program),
                             str(UNITY / "Runtime" / "AvatarCore.cs")], capture_output=True, text=True, timeout=120)

@@ -17,6 +17,8 @@ public partial class AvatarNode : Node
     /// <summary>textures: ImageTexture per avatar, best first; infos: seed (string), clip_score, model, model_version each.</summary>
     [Signal] public delegate void CompletedEventHandler(Godot.Collections.Array<ImageTexture> textures, Godot.Collections.Array<Godot.Collections.Dictionary> infos);
     [Signal] public delegate void FailedEventHandler(string message);
+    /// <summary>What the model read from the prompt, one line (PromptReadingInfo.Summary), before Completed.</summary>
+    [Signal] public delegate void PromptReadEventHandler(string summary);
     [Signal] public delegate void CancelledEventHandler();
 
     [Export] public string ServerAddress { get; set; } = "http://localhost:50051";
@@ -83,6 +85,7 @@ public partial class AvatarNode : Node
                 });
             }
             if (Target != null && textures.Count > 0) Target.Texture = textures[0];
+            EmitSignal(SignalName.PromptRead, result.Reading.Summary());
             EmitSignal(SignalName.Completed, textures, infos);
         }
         catch (OperationCanceledException)

@@ -189,7 +189,8 @@ namespace MoeAvatar.Client.Editor
                 ClearEntries();
                 foreach (AvatarTexture avatar in result.Textures)
                     _entries.Add(new Entry(avatar, AvatarGenerator.ToTexture2D(avatar), request));
-                _status = $"{result.Model} {result.ModelVersion}, base seed {result.Seed}, {result.ServerSeconds:F2}s on the server";
+                _status = $"{result.Model} {result.ModelVersion}, base seed {result.Seed}, {result.ServerSeconds:F2}s on the server\n"
+                          + $"Read: {result.Reading.Summary()}";
             }
             catch (OperationCanceledException)
             {

@@ -144,6 +144,19 @@ namespace MoeAvatar.Client
         }
 
         /// <summary>
+        /// What the model reads from <paramref name="prompt"/> (EncodeText's reading), without drawing:
+        /// the families the prompt states and those left to chance. No families for a model that
+        /// does not report it (ModelInfo.ReadsPrompts false).
+        /// </summary>
+        public async Task<PromptReadingInfo> ReadPromptAsync(string prompt, string model = "", CancellationToken cancellationToken = default)
+        {
+            Proto.EncodeTextResponse response = await UnaryAsync(
+                options => Raw.EncodeTextAsync(new Proto.EncodeTextRequest { Prompt = prompt, Model = model }, options),
+                cancellationToken).ConfigureAwait(false);
+            return ToReadingInfo(response.Reading);
+        }
+
+        /// <summary>
         /// Opens an Edit session (see AvatarEditSession). No deadline: a creator UI keeps it open
         /// for minutes; cancel the token or dispose the call to end it. Not retried.
         /// </summary>
@@ -236,7 +249,20 @@ namespace MoeAvatar.Client
                 case Proto.GenerateResponse.EventOneofCase.Done:
                     assembler.OnDone(message.Done.TextureCount, message.Done.ElapsedSeconds);
                     break;
+                case Proto.GenerateResponse.EventOneofCase.Reading:
+                    assembler.OnReading(ToReadingInfo(message.Reading));
+                    break;
             }
+        }
+
+        /// <summary>The proto's PromptReading as the engine-agnostic PromptReadingInfo (none: no families).</summary>
+        public static PromptReadingInfo ToReadingInfo(Proto.PromptReading? reading)
+        {
+            if (reading == null) return PromptReadingInfo.None;
+            var families = new List<FamilyReadingInfo>(reading.Families.Count);
+            foreach (Proto.FamilyReading f in reading.Families)
+                families.Add(new FamilyReadingInfo(f.Family, f.Stated, f.StatedProbability, f.Value, f.ValueProbability));
+            return new PromptReadingInfo(families);
         }
 
         private static float StageFraction(Proto.Stage stage) => stage switch

@@ -97,11 +97,70 @@ namespace MoeAvatar.Client
         public string RequestId { get; private set; }
     }
 
+    /// <summary>What the model read for one attribute family (the proto's FamilyReading).</summary>
+    public sealed class FamilyReadingInfo
+    {
+        public FamilyReadingInfo(string family, bool stated, float statedProbability, string value, float valueProbability)
+        {
+            Family = family;
+            Stated = stated;
+            StatedProbability = statedProbability;
+            Value = value;
+            ValueProbability = valueProbability;
+        }
+
+        /// <summary>e.g. "hair_color".</summary>
+        public string Family { get; private set; }
+        /// <summary>True: the prompt states this family; false: each seed draws it at random.</summary>
+        public bool Stated { get; private set; }
+        public float StatedProbability { get; private set; }
+        /// <summary>The value read, e.g. "pink"; head accessories joined by " + ", or "none".</summary>
+        public string Value { get; private set; }
+        public float ValueProbability { get; private set; }
+    }
+
+    /// <summary>
+    /// What the model read from a prompt, one entry per family: lets a UI show which words were
+    /// understood ("pirate" was not) and which families are left to chance.
+    /// </summary>
+    public sealed class PromptReadingInfo
+    {
+        public PromptReadingInfo(IReadOnlyList<FamilyReadingInfo> families)
+        {
+            Families = families;
+        }
+
+        /// <summary>The reading of a model that does not report one.</summary>
+        public static readonly PromptReadingInfo None = new PromptReadingInfo(new FamilyReadingInfo[0]);
+
+        public IReadOnlyList<FamilyReadingInfo> Families { get; private set; }
+
+        /// <summary>
+        /// One line, as the Python CLI prints it: "hair_color=pink (0.98), hairstyle=twin tails (0.95);
+        /// random: bangs, eye_color".
+        /// </summary>
+        public string Summary()
+        {
+            if (Families.Count == 0) return "the model does not report what it read";
+            var stated = new List<string>();
+            var open = new List<string>();
+            foreach (FamilyReadingInfo f in Families)
+            {
+                if (f.Stated)
+                    stated.Add(f.Family + "=" + f.Value + " (" + f.ValueProbability.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture) + ")");
+                else
+                    open.Add(f.Family);
+            }
+            string line = stated.Count > 0 ? string.Join(", ", stated) : "nothing stated";
+            return open.Count > 0 ? line + "; random: " + string.Join(", ", open) : line;
+        }
+    }
+
     /// <summary>Everything one Generate / Interpolate stream produced.</summary>
     public sealed class AvatarResult
     {
         public AvatarResult(string requestId, string model, string modelVersion, ulong seed, float psi,
-            IReadOnlyList<AvatarTexture> textures, float serverSeconds)
+            IReadOnlyList<AvatarTexture> textures, float serverSeconds, PromptReadingInfo reading)
         {
             RequestId = requestId;
             Model = model;
@@ -110,7 +169,12 @@ namespace MoeAvatar.Client
             Psi = psi;
             Textures = textures;
             ServerSeconds = serverSeconds;
+            Reading = reading;
         }
+
+        /// <summary>What the model read from the prompt; no families when the model does not report
+        /// it (a bundle without a reader, or an Interpolate stream, which has no prompt of its own).</summary>
+        public PromptReadingInfo Reading { get; private set; }
 
         public string RequestId { get; private set; }
         public string Model { get; private set; }
@@ -147,6 +211,7 @@ namespace MoeAvatar.Client
         private ulong _seed;
         private float _psi;
         private float _serverSeconds;
+        private PromptReadingInfo _reading = PromptReadingInfo.None;
 
         public bool Started { get; private set; }
         public bool Done { get; private set; }
@@ -226,11 +291,19 @@ namespace MoeAvatar.Client
         }
 
         /// <summary>The result; throws if the stream ended before its Done message.</summary>
+        /// <summary>The stream's reading event (sent once, after the prompt is encoded).</summary>
+        public void OnReading(PromptReadingInfo reading)
+        {
+            _reading = reading;
+        }
+
+        public PromptReadingInfo Reading { get { return _reading; } }
+
         public AvatarResult ToResult()
         {
             if (!Done)
                 throw new AvatarStreamException("stream ended before its Done message");
-            return new AvatarResult(_requestId, _model, _modelVersion, _seed, _psi, _textures.ToArray(), _serverSeconds);
+            return new AvatarResult(_requestId, _model, _modelVersion, _seed, _psi, _textures.ToArray(), _serverSeconds, _reading);
         }
 
         public static byte[] ComputeSha256(byte[] data)

@@ -49,6 +49,10 @@ namespace MoeAvatar.Client
         /// <summary>Full progress details (stage, textures done), for code.</summary>
         public event Action<AvatarProgress>? ProgressChanged;
 
+        /// <summary>What the model read from the last prompt it drew (cached avatars keep the one
+        /// before); <c>LastReading.Summary()</c> is one line for a UI.</summary>
+        public PromptReadingInfo LastReading { get; private set; } = PromptReadingInfo.None;
+
         /// <summary>Textures of the last completed request. Owned by this component: destroyed on the next request and OnDestroy.</summary>
         public IReadOnlyList<Texture2D> Textures => _textures;
         /// <summary>Server metadata (seed, score, model version) of each entry of <see cref="Textures"/>.</summary>
@@ -144,6 +148,7 @@ namespace MoeAvatar.Client
             });
             AvatarResult result = await _client.GenerateAsync(request, progress, cancellationToken);
             _resolvedModelVersion = result.ModelVersion;
+            LastReading = result.Reading;
             foreach (AvatarTexture avatar in result.Textures)
                 if (avatar.Seed.HasValue) Cache()?.Set(KeyFor(text, avatar.Seed.Value, result.ModelVersion), avatar);
             return result.Textures;

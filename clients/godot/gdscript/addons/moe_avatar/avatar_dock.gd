@@ -23,6 +23,7 @@ var _grid: GridContainer
 var _folder: LineEdit
 var _results: Array[Dictionary] = []  # {"texture", "info", "check"}
 var _last_request: Dictionary = {}
+var _read_line := ""  # what the model read from the prompt (the stream's reading event)
 
 
 func _ready() -> void:
@@ -32,6 +33,7 @@ func _ready() -> void:
 		_progress.value = fraction
 		_status.text = stage)
 	_client.completed.connect(_on_completed)
+	_client.prompt_read.connect(func(summary: String, _reading: Dictionary) -> void: _read_line = summary)
 	_client.failed.connect(func(message: String) -> void:
 		# Name the rejected fields (e.g. "count", "prompt") so the designer knows what to fix.
 		var fields := _client.last_error_fields()
@@ -124,6 +126,7 @@ func _set_busy(busy: bool, message: String = "") -> void:
 
 
 func _on_generate() -> void:
+	_read_line = ""
 	var prompt := _prompt.text.strip_edges()
 	if prompt == "":
 		_status.text = "Type a prompt first."
@@ -156,7 +159,8 @@ func _on_completed(textures: Array[ImageTexture], infos: Array[Dictionary]) -> v
 		_grid.add_child(cell)
 		_results.append({"texture": textures[i], "info": infos[i], "check": check})
 	var first: Dictionary = infos[0] if infos.size() > 0 else {}
-	_set_busy(false, "%d avatars from %s %s" % [textures.size(), first.get("model", ""), first.get("modelVersion", "")])
+	var line := "%d avatars from %s %s" % [textures.size(), first.get("model", ""), first.get("modelVersion", "")]
+	_set_busy(false, line + ("\nRead: " + _read_line if _read_line != "" else ""))
 	_progress.value = 1.0
 
 

@@ -10,7 +10,8 @@ extends Node
 ## {"code", "message", "details": [{"field", "description"}], "requestId"}; after it started,
 ## a final line {"error": {...the same...}}. `last_error` keeps that Dictionary for the UI.
 ## Also: interpolate() (POST /v1/interpolate, morph frames), encode_text() (the CLIP embedding),
-## list_models(); live editing over the bridge's WebSocket is MoeAvatarEditSession.
+## read_prompt() (what the model reads from a prompt, without drawing), list_models();
+## live editing over the bridge's WebSocket is MoeAvatarEditSession.
 ## 64-bit integers (seeds, offsets, sizes) are strings in proto JSON: send "seed": "7".
 ##
 ##     var client := MoeAvatarClient.new()
@@ -24,6 +25,10 @@ signal progress(stage: String, elapsed_seconds: float, fraction: float)
 signal completed(textures: Array[ImageTexture], infos: Array[Dictionary])
 signal failed(message: String)
 signal cancelled
+## What the model read from the prompt (sent once per stream, after the prompt is encoded):
+## `summary` is one line ("hair_color=pink (0.98); random: bangs, ..."), `reading` the proto
+## JSON PromptReading ({"families": [{family, stated, statedProbability, value, valueProbability}]}).
+signal prompt_read(summary: String, reading: Dictionary)
 
 const FORMAT_PNG := "TEXTURE_FORMAT_PNG"
 const FORMAT_RGBA8 := "TEXTURE_FORMAT_RGBA8"
@@ -258,6 +263,9 @@ func handle_event(event: Dictionary, state: Dictionary) -> String:
 		state["buffer"] = PackedByteArray()
 	elif event.has("chunk"):
 		return _add_chunk(event["chunk"], state)
+	elif event.has("reading"):
+		state["reading"] = event["reading"]
+		prompt_read.emit(reading_summary(event["reading"]), event["reading"])
 	elif event.has("done"):
 		var done: Dictionary = event["done"]
 		if int(done.get("textureCount", 0)) != state["textures"].size():
@@ -338,6 +346,35 @@ func encode_text(prompt: String, model: String = "") -> PackedFloat32Array:
 		body["model"] = model
 	var response := await _fetch_json(HTTPClient.METHOD_POST, "/v1/encode-text", body)
 	return PackedFloat32Array(response.get("embedding", []))
+
+
+## What the model reads from the prompt (EncodeText's reading, proto JSON): per family whether
+## the prompt states it, the value and the probabilities. {} for a model that does not say
+## (ModelInfo.readsPrompts false) or on failure (last_error says why). reading_summary() makes
+## the one-line text.
+func read_prompt(prompt: String, model: String = "") -> Dictionary:
+	var body := {"prompt": prompt}
+	if model != "":
+		body["model"] = model
+	var response := await _fetch_json(HTTPClient.METHOD_POST, "/v1/encode-text", body)
+	return response.get("reading", {})
+
+
+## One line, as the Python CLI prints it: the stated families with value and probability, then
+## the open ones ("random"). Proto JSON leaves out false and 0: read with defaults.
+static func reading_summary(reading: Dictionary) -> String:
+	var families: Array = reading.get("families", [])
+	if families.is_empty():
+		return "the model does not report what it read"
+	var stated: PackedStringArray = []
+	var open: PackedStringArray = []
+	for f: Dictionary in families:
+		if f.get("stated", false):
+			stated.append("%s=%s (%.2f)" % [f.get("family", ""), f.get("value", ""), float(f.get("valueProbability", 0.0))])
+		else:
+			open.append(str(f.get("family", "")))
+	var line := ", ".join(stated) if not stated.is_empty() else "nothing stated"
+	return line + ("; random: " + ", ".join(open) if not open.is_empty() else "")
 
 
 ## One unary call: the JSON answer as a Dictionary, {} on failure (last_error has the bridge's error).
