@@ -30,14 +30,14 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from moe_avatar.bundle import load_bundle, noise_from_seeds  # noqa: E402
-from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerGraph  # noqa: E402
+from moe_avatar.export.graphs import GeneratorGraph, ImageEncoder, TextEncoder, UpscalerReference  # noqa: E402
 from moe_avatar.training.models import load_clip_checkpoint, load_gan_checkpoint  # noqa: E402
 from moe_avatar.training.upscaler import build_upscaler  # noqa: E402
 
 
 def upscaler_from_onnx(bundle) -> torch.nn.Module:
     """The bundle's upscaler as a PyTorch module, from upscaler.onnx's own weights: initializers
-    by name (float16-stored ones cast back), PReLU slopes by the order of the PRelu nodes (the
+    by name (float16-stored ones cast back), PReLU slopes (if any) by the order of the PRelu nodes (the
     exporter folds them under generated names, equal ones shared through Identity nodes)."""
     import onnx
     from onnx import numpy_helper
@@ -53,7 +53,7 @@ def upscaler_from_onnx(bundle) -> torch.nn.Module:
     loaded = {k: torch.from_numpy(inits[f"up.{k}"]) for k in state if f"up.{k}" in inits}
     loaded.update({k: torch.from_numpy(inits[s].reshape(-1)) for k, s in zip(prelus, slopes)})
     up.load_state_dict(loaded)
-    return UpscalerGraph(up.eval()).eval()
+    return UpscalerReference(up.eval()).eval()
 
 
 def torch_modules(a, bundle) -> tuple[dict[str, torch.nn.Module], torch.nn.Module | None]:

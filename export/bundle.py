@@ -35,6 +35,7 @@ from moe_avatar.export.graphs import (
     ReaderGraph,
     TextEncoder,
     UpscalerGraph,
+    UpscalerReference,
     export_graph,
     graph_specs,
     store_weights_fp16,
@@ -260,7 +261,7 @@ def check_parity(bundle: Path, clip, g, context: int, precision: str, upscaler=N
         report.add("image_encoder", batch, np.abs(ref_i - ort_i).max(), tol["embedding"])
         if upscaler is not None:
             with torch.no_grad():
-                ref_u = UpscalerGraph(upscaler)(torch.from_numpy(ref_img)).numpy()
+                ref_u = UpscalerReference(upscaler)(torch.from_numpy(ref_img)).numpy()
             ort_u = _session(bundle / OPTIONAL_GRAPH_FILES["upscaler"]).run(None, {"image": ref_img})[0]
             report.add("upscaler", batch, np.abs(ref_u.astype(np.int16) - ort_u.astype(np.int16)).max(), tol["image_levels"])
     return report
@@ -316,19 +317,32 @@ def upscaler_parity(checked, path: Path, up) -> ParityReport:
         images = gen.run(None, {"z": z, "text_embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True),
                                 "psi": np.ones(batch, np.float32)})[0]
         with torch.no_grad():
-            ref = UpscalerGraph(up)(torch.from_numpy(images)).numpy()
+            ref = UpscalerReference(up)(torch.from_numpy(images)).numpy()
         err = np.abs(ref.astype(np.int16) - _session(path).run(None, {"image": images})[0].astype(np.int16)).max()
         report.add("upscaler", batch, err, limit)
     return report
 
 
-def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 17, log=print) -> dict[str, Any]:
+def add_upscaler(bundle: Path, upscaler_ckpt: Path, version: str, opset: int = 17, log=print,
+                 replace: bool = False) -> dict[str, Any]:
     """Export an upscaler checkpoint into an existing bundle, leaving every other file as it is:
     upscaler.onnx (its weights stored like the bundle's), its parity on the bundle's own
-    generator drawings (ONNX Runtime), and the manifest's upscaler entries and `version`."""
+    generator drawings (ONNX Runtime), and the manifest's upscaler entries and `version`.
+    `replace` swaps a bundle's upscaler for this one; the old one stays if the new one fails."""
     checked = load_bundle(bundle)
-    if checked.upscaled_resolution:
-        raise ExportError(f"{bundle}: already has an upscaler")
+    if checked.upscaled_resolution and not replace:
+        raise ExportError(f"{bundle}: already has an upscaler (--replace swaps it)")
+    old = checked.path("upscaler").read_bytes() if checked.upscaled_resolution else None
+    try:
+        return _export_upscaler(checked, upscaler_ckpt, version, opset, log)
+    except Exception:
+        if old is not None:
+            checked.path("upscaler").write_bytes(old)
+        raise
+
+
+def _export_upscaler(checked, upscaler_ckpt: Path, version: str, opset: int, log) -> dict[str, Any]:
+    bundle = checked.directory
     up, up_cfg, _ = load_upscaler_checkpoint(upscaler_ckpt)
     res, precision = checked.resolution, checked.precision
     upscaled = res * up.cfg.scale

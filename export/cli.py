@@ -69,8 +69,9 @@ def _add_upscaler(argv: list[str]) -> int:
     p.add_argument("bundle", type=Path, help="bundle directory, e.g. models/chibi-64")
     p.add_argument("--upscaler", required=True, type=Path, help="upscaler checkpoint (upscaler run's checkpoint.pt)")
     p.add_argument("--version", required=True, help="the bundle's new model version")
+    p.add_argument("--replace", action="store_true", help="swap the bundle's upscaler for this one")
     a = p.parse_args(argv)
-    manifest = add_upscaler(a.bundle, a.upscaler, a.version)
+    manifest = add_upscaler(a.bundle, a.upscaler, a.version, replace=a.replace)
     print(f"wrote {a.bundle / 'upscaler.onnx'} ({manifest['files']['upscaler']['bytes'] / 1e3:.0f} kB, "
           f"{manifest['resolution']} -> {manifest['upscaler']['resolution']} px); version {a.version}")
     return 0

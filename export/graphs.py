@@ -69,8 +69,10 @@ class ReaderGraph(nn.Module):
         return torch.sigmoid(gates / t), torch.cat([torch.softmax(v / t, dim=1) for v in values], dim=1)
 
 
-class UpscalerGraph(nn.Module):
-    """RGBA uint8 [B, R, R, 4] -> RGBA uint8 [B, sR, sR, 4] (training.upscaler, alpha rules included)."""
+class UpscalerReference(nn.Module):
+    """RGBA uint8 [B, R, R, 4] -> RGBA uint8 [B, sR, sR, 4] through the training module as it is
+    written (training.upscaler.Upscaler.forward): what UpscalerGraph must reproduce, and the
+    PyTorch side of the upscaler's benchmark."""
 
     def __init__(self, upscaler: nn.Module):
         super().__init__()
@@ -80,6 +82,53 @@ class UpscalerGraph(nn.Module):
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         x = torch.round((self.up(x) + 1.0) * 127.5).clamp(0.0, 255.0).to(torch.uint8)
         return x.permute(0, 2, 3, 1)
+
+
+def bilinear_kernel(scale: int, channels: int) -> torch.Tensor:
+    """[channels * scale^2, channels, 3, 3]: a convolution over the edge-padded input whose
+    output, pixel-shuffled, is the input enlarged `scale` times by bilinear interpolation
+    (torch's `align_corners=False`, borders clamped). Sub-pixel i of a row samples source row
+    h + (2i + 1 - scale) / (2 scale), between its neighbours."""
+    taps = torch.zeros(scale, 3, dtype=torch.float64)
+    for i in range(scale):
+        off = (2 * i + 1 - scale) / (2 * scale)
+        taps[i, 1] = 1 - abs(off)
+        taps[i, 0 if off < 0 else 2] = abs(off)
+    k = torch.zeros(channels, scale, scale, channels, 3, 3, dtype=torch.float64)
+    for c in range(channels):
+        k[c, :, :, c] = taps[:, None, :, None] * taps[None, :, None, :]
+    return k.reshape(channels * scale * scale, channels, 3, 3).float()
+
+
+class UpscalerGraph(nn.Module):
+    """RGBA uint8 [B, R, R, 4] -> RGBA uint8 [B, sR, sR, 4]: `UpscalerReference` rearranged so
+    that ONNX Runtime does little work at the high resolution. The bilinear base becomes a fixed
+    convolution added to the net's last one, the clamp,
+    alpha rules and rounding run before the pixel shuffle (elementwise, so the order does
+    not matter), and the shuffle and NCHW -> NHWC move uint8 instead of float. The exporter's
+    parity check holds it to `UpscalerReference`."""
+
+    def __init__(self, upscaler: nn.Module):
+        super().__init__()
+        self.up = upscaler
+        cfg = upscaler.cfg
+        self.register_buffer("bilinear", bilinear_kernel(cfg.scale, cfg.channels), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        from moe_avatar.training.upscaler import ALPHA_SNAP, opaque_background
+
+        s, c = self.up.cfg.scale, self.up.cfg.channels
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+        body, tail = self.up.net[:-2], self.up.net[-2]
+        base = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), self.bilinear)
+        v = ((tail(body(x)) + base + 1.0) * 127.5).clamp(0.0, 255.0)
+        rgb, a = v[:, :(c - 1) * s * s], v[:, (c - 1) * s * s:]
+        snap = 255.0 * ALPHA_SNAP
+        a = torch.where(a < snap, torch.zeros_like(a), a)
+        a = torch.where(a > 255.0 - snap, torch.full_like(a, 255.0), a)
+        a = torch.where(opaque_background(x)[:, None, None, None], torch.full_like(a, 255.0), a)
+        v = torch.round(torch.cat([rgb, a], dim=1)).to(torch.uint8)
+        return torch.nn.functional.pixel_shuffle(v, s).permute(0, 2, 3, 1)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def test_exported_upscaler_matches_pytorch_and_the_manifest(exported: Path) -> N
     import onnxruntime as ort
 
     from moe_avatar.bundle import load_bundle
-    from moe_avatar.export.graphs import UpscalerGraph
+    from moe_avatar.export.graphs import UpscalerReference
 
     bundle = load_bundle(exported)
     assert bundle.manifest["upscaler"] == {"resolution": 256, "native_resolution": 64, "scale": 4}
@@ -162,10 +162,40 @@ def test_exported_upscaler_matches_pytorch_and_the_manifest(exported: Path) -> N
     model = load_upscaler_checkpoint(exported.parent / "tiny-checkpoints" / "upscaler.pt")[0]
     lo, _ = render_pairs(3, seed=2)
     with torch.no_grad():
-        ref = UpscalerGraph(model)(torch.from_numpy(lo)).numpy()
+        ref = UpscalerReference(model)(torch.from_numpy(lo)).numpy()
     out = ort.InferenceSession(str(bundle.path("upscaler")), providers=["CPUExecutionProvider"]).run(None, {"image": lo})[0]
     assert out.shape == (3, 256, 256, 4) and np.abs(ref.astype(int) - out.astype(int)).max() <= 1
     assert psnr(out, lanczos(lo, 4)) < 60  # its own pixels, not a resampling
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bilinear_kernel_is_torch_bilinear_enlargement(scale: int) -> None:
+    from moe_avatar.export.graphs import bilinear_kernel
+
+    x = torch.rand(2, 4, 9, 7) * 2 - 1
+    via_conv = F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), bilinear_kernel(scale, 4)), scale)
+    direct = F.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
+    assert torch.allclose(via_conv, direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["prelu", "leaky_relu"])
+def test_export_graph_reproduces_the_training_module(activation: str) -> None:
+    """UpscalerGraph (rearranged for ONNX Runtime) against the module as trained, on renders with
+    opaque and transparent backgrounds and on noise, with weights far from the bilinear start."""
+    from moe_avatar.export.graphs import UpscalerGraph, UpscalerReference
+
+    torch.manual_seed(1)
+    model = Upscaler(UpscalerModelConfig(features=8, body=2, activation=activation)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    images = np.concatenate([render_pairs(2, seed=3)[0], render_pairs(1, seed=4, background="transparent")[0],
+                             np.random.default_rng(5).integers(0, 256, (2, 64, 64, 4), dtype=np.uint8)])
+    with torch.no_grad():
+        ref = UpscalerReference(model)(torch.from_numpy(images)).numpy().astype(int)
+        out = UpscalerGraph(model)(torch.from_numpy(images)).numpy().astype(int)
+    assert out.shape == ref.shape == (5, 256, 256, 4)
+    assert np.abs(out - ref).max() <= 1 and (out != ref).mean() < 1e-4  # float rounding at .5 only
+    assert len(np.unique(ref)) > 200  # the check saw real pictures, not a saturated image
 
 
 def test_bundle_without_upscaler_stays_valid_and_a_half_one_is_refused(exported: Path, tmp_path: Path) -> None:
@@ -227,3 +257,37 @@ def test_add_upscaler_leaves_every_other_file_as_it_is(exported: Path, tmp_path:
     assert (copy / "upscaler.onnx").read_bytes() == (exported / "upscaler.onnx").read_bytes()
     assert [r["graph"] for r in bundle.manifest["parity"]["rows"]].count("upscaler") == 2
     assert export_main(["add-upscaler", str(copy), "--upscaler", str(ckpt), "--version", "0.0.3"]) == 1  # already has one
+
+
+def test_add_upscaler_replace_swaps_it_and_keeps_the_old_one_on_failure(exported: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import moe_avatar.export.bundle as bundle_module
+    from moe_avatar.bundle import load_bundle
+    from moe_avatar.export.cli import main as export_main
+
+    copy = tmp_path / "swap"
+    shutil.copytree(exported, copy)
+    old = (copy / "upscaler.onnx").read_bytes()
+    torch.manual_seed(3)
+    other = Upscaler(UpscalerModelConfig(features=6, body=1, activation="leaky_relu"))
+    for p in other.parameters():
+        p.data.normal_(0, 0.05)
+    ckpt = tmp_path / "other.pt"
+    torch.save(upscaler_checkpoint(other, {"kind": "upscaler", "name": "other", "model": other.cfg.__dict__, "train": {}}), ckpt)
+    assert export_main(["add-upscaler", str(copy), "--upscaler", str(ckpt), "--version", "0.0.3", "--replace"]) == 0
+    bundle = load_bundle(copy)
+    assert bundle.version == "0.0.3" and (copy / "upscaler.onnx").read_bytes() != old
+    assert bundle.manifest["training"]["upscaler"]["model"]["activation"] == "leaky_relu"
+    assert [r["graph"] for r in bundle.manifest["parity"]["rows"]].count("upscaler") == 2
+    swapped = (copy / "upscaler.onnx").read_bytes()
+
+    def failing_parity(*_args):
+        report = bundle_module.ParityReport()
+        report.add("upscaler", 1, 99, 1)
+        return report
+
+    monkeypatch.setattr(bundle_module, "upscaler_parity", failing_parity)  # a new graph that fails its check
+    assert export_main(["add-upscaler", str(copy), "--upscaler", str(ckpt), "--version", "9", "--replace"]) == 1
+    assert (copy / "upscaler.onnx").read_bytes() == swapped and load_bundle(copy).version == "0.0.3"

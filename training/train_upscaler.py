@@ -94,7 +94,7 @@ def _gaussian(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 def degrade(x: torch.Tensor, tc: UpscalerTrainConfig) -> torch.Tensor:
     """Make clean renders [-1, 1] look like G's drawings (torch's RNG: resumes exactly)."""
-    b = len(x)
+    b, x_in = len(x), x
     u = lambda *shape: torch.rand(*shape, device=x.device)  # noqa: E731
     if tc.blur:
         x = _gaussian(x, u(b) * tc.blur)
@@ -106,7 +106,10 @@ def degrade(x: torch.Tensor, tc: UpscalerTrainConfig) -> torch.Tensor:
     if tc.alpha_holes:
         holes = torch.rand_like(a) < u(b, 1, 1, 1) * tc.alpha_holes / a[0].numel()
         a = torch.where(holes, u(*a.shape) * 2 - 1, a)
-    return torch.cat([rgb, a], 1).clamp(-1, 1)
+    out = torch.cat([rgb, a], 1).clamp(-1, 1)
+    if tc.clean:
+        out = torch.where((u(b) < tc.clean)[:, None, None, None], x_in, out)
+    return out
 
 
 def random_crops(lo: np.ndarray, hi: np.ndarray, crop: int, scale: int,

@@ -30,6 +30,7 @@ from moe_avatar.training.train_config import ConfigError, parse_section
 
 ALPHA_SNAP = 4 / 255  # alpha closer than this to 0 or 1 (in [0, 1]) is set to it
 BORDER = 2  # width in pixels of the ring that decides whether a background is opaque
+ACTIVATIONS = {"prelu": lambda f: nn.PReLU(f), "leaky_relu": lambda f: nn.LeakyReLU(0.1)}
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class UpscalerModelConfig:
     features: int = 24
     body: int = 5  # 3x3 convolutions between the first and the last
     channels: int = 4
+    activation: str = "prelu"  # or "leaky_relu", which ONNX Runtime fuses into the convolution before it
 
     def __post_init__(self) -> None:
         problems = [f"{k} must be at least 1" for k in ("scale", "features", "channels") if getattr(self, k) < 1]
@@ -47,6 +49,8 @@ class UpscalerModelConfig:
             problems.append("body must be >= 0")
         if self.channels != 4:
             problems.append("channels must be 4 (RGBA)")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {', '.join(sorted(ACTIVATIONS))}, got {self.activation!r}")
         if problems:
             raise ConfigError("model: " + "; ".join(problems))
 
@@ -58,9 +62,10 @@ class Upscaler(nn.Module):
     def __init__(self, cfg: UpscalerModelConfig):
         super().__init__()
         self.cfg, s, f = cfg, cfg.scale, cfg.features
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, f, 3, 1, 1), nn.PReLU(f)]
+        act = ACTIVATIONS[cfg.activation]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, f, 3, 1, 1), act(f)]
         for _ in range(cfg.body):
-            layers += [nn.Conv2d(f, f, 3, 1, 1), nn.PReLU(f)]
+            layers += [nn.Conv2d(f, f, 3, 1, 1), act(f)]
         layers += [nn.Conv2d(f, cfg.channels * s * s, 3, 1, 1), nn.PixelShuffle(s)]
         self.net = nn.Sequential(*layers)
         nn.init.zeros_(self.net[-2].weight)  # start as bilinear exactly
