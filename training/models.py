@@ -205,7 +205,8 @@ class AttributePrior(nn.Module):
                              persistent=False)
         if log_marginal.shape != (sum(blocks),):
             raise ValueError(f"log_marginal needs {sum(blocks)} entries (one per value), got {tuple(log_marginal.shape)}")
-        self.register_buffer("marginal", log_marginal.exp().float())
+        # exp in float64, then rounded: float32 exp differs in the last bit between CPUs' vector units
+        self.register_buffer("marginal", log_marginal.double().exp().float())
         self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
                                  nn.ReLU(inplace=True), nn.Linear(hidden, sum(blocks) + len(blocks)))
 
