@@ -15,7 +15,9 @@ Reports p50/p90/p99 latency, avatars/s and errors per cell, and the ratios. With
 `--sizes 256`, the batched gRPC server is also measured at each of those texture sizes (PNG,
 the server's default filter: the bundle's upscaler where it has one), and the per-avatar
 cost relative to the native size is reported ("256px cost/native": native avatars/s over
-256 px avatars/s).
+256 px avatars/s). Two cells measured one after the other drift apart on a shared machine, so
+the native and sized cells alternate `--size-rounds` times and the ratio pools them (time per
+avatar summed over the rounds); each round's ratio is printed beside it.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ async def _drive(one, calls: int, concurrency: int) -> dict[str, float]:
     if not lat:
         return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan"), "avatars_per_s": 0.0, "errors": errors}
     return {"p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90), "p99_ms": _pct(lat, 99),
-            "avatars_per_s": len(lat) / wall, "errors": errors}
+            "avatars_per_s": len(lat) / wall, "errors": errors, "wall_s": wall, "ok": len(lat)}
 
 
 async def in_process(models: Path, calls: int, concurrency: int, max_batch: int) -> dict[str, float]:
@@ -108,6 +110,21 @@ async def through_grpc(target: str, calls: int, concurrency: int, size: int = 0)
         return await _drive(one, calls, concurrency)
 
 
+def size_rounds(target: str, calls: int, concurrency: int, sizes: list[int], rounds: int) -> list[dict[str, dict]]:
+    """Native and each size measured alternately, `rounds` times: [{"native": cell, "256": cell}, ...]."""
+    out = []
+    for _ in range(max(rounds, 1)):
+        cells = {"native": asyncio.run(through_grpc(target, calls, concurrency))}
+        cells.update({str(size): asyncio.run(through_grpc(target, calls, concurrency, size)) for size in sizes})
+        out.append(cells)
+    return out
+
+
+def _per_avatar(rounds: list[dict[str, dict]], key: str) -> float:
+    """Seconds per avatar pooled over the rounds (their wall time over the avatars they returned)."""
+    return sum(x[key]["wall_s"] for x in rounds) / max(sum(x[key]["ok"] for x in rounds), 1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--server-arg", action="append", default=[], help="extra moe-avatar-server flag (repeatable)")
     p.add_argument("--sizes", type=int, nargs="*", default=[], help="also measure the batched gRPC server at these texture sizes (px)")
+    p.add_argument("--size-rounds", type=int, default=3, help="native/sized cell pairs measured alternately (default %(default)s)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
 
@@ -146,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {"concurrency": c, "in_process": asyncio.run(in_process(a.models, a.calls, c, a.max_batch))}
             for name, (_, target) in servers.items():
                 row[name] = asyncio.run(through_grpc(target, a.calls, c))
-            for size in a.sizes:
-                row[f"grpc_{size}px"] = asyncio.run(through_grpc(servers["grpc"][1], a.calls, c, size))
+            if a.sizes:
+                row["size_rounds"] = size_rounds(servers["grpc"][1], a.calls, c, a.sizes, a.size_rounds)
+                row.update({f"grpc_{size}px": row["size_rounds"][0][str(size)] for size in a.sizes})
             rows.append(row)
     finally:
         for server, _ in servers.values():
@@ -170,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{q['p50_grpc_over_in_process']:>15.2f}x {q['throughput_grpc_over_offline']:>16.2f}x "
               f"{q['throughput_batching_on_over_off']:>11.2f}x")
         for size in a.sizes:
-            cell = r[f"grpc_{size}px"]
-            q[f"cost_{size}px_over_native"] = gr["avatars_per_s"] / max(cell["avatars_per_s"], 1e-9)
+            cell, rounds = r[f"grpc_{size}px"], r["size_rounds"]
+            q[f"cost_{size}px_over_native"] = _per_avatar(rounds, str(size)) / _per_avatar(rounds, "native")
+            each = ", ".join(f"{x['native']['avatars_per_s'] / max(x[str(size)]['avatars_per_s'], 1e-9):.2f}" for x in rounds)
             print(f"{'':>5} | gRPC {size} px PNG: p50/p99 {cell['p50_ms']:.1f} / {cell['p99_ms']:.1f} ms, "
-                  f"{cell['avatars_per_s']:.1f} av/s, {cell['errors']} err; {size}px cost/native "
-                  f"{q[f'cost_{size}px_over_native']:.2f}x")
+                  f"{cell['avatars_per_s']:.1f} av/s, {sum(x[str(size)]['errors'] for x in rounds)} err; {size}px cost/native "
+                  f"{q[f'cost_{size}px_over_native']:.2f}x over {len(rounds)} rounds ({each})")
     if a.json:
         a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "offline": offline, "rows": rows}, indent=2) + "\n")
     return 0

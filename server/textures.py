@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -17,11 +16,9 @@ from PIL import Image
 
 from moeavatar.v1 import avatar_pb2 as pb
 
+from .png import encode_png
+
 CHUNK_BYTES = 1 << 20  # 1 MiB: every message stays far below gRPC's 4 MB default limit
-# PNG: zlib level 1 with the run-length strategy, Pillow's per-row filter choice kept. On the
-# avatars' flat colours it is within 1% of level 6's size at under a quarter of its time
-# (chibi-64's upscaler at 256 px: 4.8 vs 21.5 CPU ms, 90.6 vs 90.0 KiB; benchmarks/bench_png.py).
-PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 
 FILTERS = {
     pb.RESIZE_FILTER_NEAREST: Image.Resampling.NEAREST,
@@ -78,13 +75,12 @@ def encode(image: np.ndarray, spec: OutputSpec) -> EncodedTexture:
         if spec.row_order == pb.ROW_ORDER_BOTTOM_UP:
             pixels = pixels[::-1]
         data = np.ascontiguousarray(pixels).tobytes()
-    else:
+    elif spec.format == pb.TEXTURE_FORMAT_WEBP:
         buf = io.BytesIO()
-        if spec.format == pb.TEXTURE_FORMAT_WEBP:
-            pil.save(buf, "WEBP", lossless=True, exact=True, quality=80)
-        else:
-            pil.save(buf, "PNG", **PNG_OPTIONS)
+        pil.save(buf, "WEBP", lossless=True, exact=True, quality=80)
         data = buf.getvalue()
+    else:
+        data = encode_png(np.asarray(pil))  # server/png.py: one filter, zlib level 1 run-length
     return EncodedTexture(data=data, width=pil.width, height=pil.height, format=spec.format,
                           row_order=spec.row_order, resize_filter=applied_filter,
                           sha256=hashlib.sha256(data).digest())

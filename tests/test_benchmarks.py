@@ -62,7 +62,7 @@ def test_bench_models_runs_without_checkpoints(tiny_bundle: Path, tmp_path: Path
 def test_bench_service_compares_grpc_in_process_and_no_batching(model_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "service.json"
     _run("bench_service.py", "--models", str(model_repo), "--calls", "6", "--concurrency", "1", "3", "--sizes", "256",
-         "--json", str(out))
+         "--size-rounds", "2", "--json", str(out))
     result = json.loads(out.read_text())
     assert [r["concurrency"] for r in result["rows"]] == [1, 3]
     for row in result["rows"]:
@@ -71,6 +71,7 @@ def test_bench_service_compares_grpc_in_process_and_no_batching(model_repo: Path
         assert set(row["ratios"]) == {"p50_grpc_over_in_process", "throughput_grpc_over_offline",
                                       "throughput_batching_on_over_off", "cost_256px_over_native"}
         assert row["grpc_256px"]["errors"] == 0 and row["grpc_256px"]["avatars_per_s"] > 0
+        assert len(row["size_rounds"]) == 2 and all(r["256"]["ok"] == 6 and r["native"]["ok"] == 6 for r in row["size_rounds"])
     assert result["offline"]["errors"] == 0
 
 
