@@ -259,6 +259,8 @@ def test_reading_scores_the_priors_answer_and_its_order_invariance() -> None:
     # detection: p0 hair T, head T, face (0.7 but open) F, eyes T; p1 hair T, head T, eyes T (face excluded)
     assert res["stated_detection"] == pytest.approx(6 / 7)
     assert res["order_invariance"] == pytest.approx(1 / 3)  # only p0's cat ears survive the shuffle
+    assert res["per_family"] == {"hair_color": {"accuracy": 1.0, "stated": 2, "missed": 0.0},
+                                 "head_accessory": {"accuracy": 1.0, "stated": 1, "missed": 0.0}}
     assert shuffle_segments("one segment", np.random.default_rng(0)) is None
     assert sorted(shuffle_segments("a, b / c", np.random.default_rng(0)).split(", ")) == ["a", "b", "c"]
 

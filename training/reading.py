@@ -36,14 +36,20 @@ def _same(fam: str, a: Any, b: Any) -> bool:
 
 def reading_scores(read: Callable[[list[str]], list[Reading]], prompts: list[Prompt], seed: int = 0) -> dict[str, Any]:
     """Reading accuracy (stated families read as annotated), stated-vs-open detection (excluded
-    families left out) and order invariance (stated families' picks equal after shuffling segments)."""
+    families left out) and order invariance (stated families' picks equal after shuffling segments).
+    Per family: accuracy, how often it is stated, and the share of those read as open (`missed`:
+    the gate's error, as against a wrong value)."""
     readings = read([p.text for p in prompts])
     right, total, det_right, det_total = np.zeros(len(prompts)), np.zeros(len(prompts)), 0, 0
+    per_family: dict[str, list[int]] = {}  # family -> [read right, stated, missed (read as open)]
     for i, (p, r) in enumerate(zip(prompts, readings)):
         for fam, (p_stated, value) in r.items():
             if fam in p.attributes:
-                right[i] += _same(fam, value, p.attributes[fam])
+                ok = _same(fam, value, p.attributes[fam])
+                right[i] += ok
                 total[i] += 1
+                row = per_family.setdefault(fam, [0, 0, 0])
+                row[0], row[1], row[2] = row[0] + ok, row[1] + 1, row[2] + (p_stated <= 0.5)
             if fam not in p.excludes:
                 det_right += (p_stated > 0.5) == (fam in p.attributes)
                 det_total += 1
@@ -53,4 +59,5 @@ def reading_scores(read: Callable[[list[str]], list[Reading]], prompts: list[Pro
     same = [_same(f, readings[i][f][1], s[f][1]) for (i, _), s in zip(pairs, shuffled) for f in prompts[i].attributes]
     return {"accuracy": float(right.sum() / max(total.sum(), 1)), "ci95": bootstrap_ci(right, total),
             "stated_detection": det_right / max(det_total, 1),
-            "order_invariance": float(np.mean(same)) if same else None, "shuffled_prompts": len(pairs)}
+            "order_invariance": float(np.mean(same)) if same else None, "shuffled_prompts": len(pairs),
+            "per_family": {f: {"accuracy": r / n, "stated": n, "missed": m / n} for f, (r, n, m) in per_family.items()}}

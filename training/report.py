@@ -87,6 +87,10 @@ def _set_lines(name: str, s: dict[str, Any]) -> list[str]:
         lines.append(f"{'reading (prior vs annotation)':<34}{_ci(rd['accuracy'], rd['ci95']):<24}"
                      f"stated-vs-open {rd['stated_detection']:.3f}, order invariance "
                      + ("-" if rd["order_invariance"] is None else f"{rd['order_invariance']:.3f}"))
+        if rd.get("per_family"):  # eval.json files written before it have no breakdown
+            lines.append("  reading per family (missed: read as open): " + ", ".join(
+                f"{f} {v['accuracy']:.3f} ({v['missed']:.3f})"
+                for f, v in sorted(rd["per_family"].items(), key=lambda x: x[1]["accuracy"])))
     if "rerank4" in s:
         lines.append(f"{'accuracy with CLIP rerank x4':<34}{s['rerank4']['overall']:.3f} (gain {s['rerank_gain']:+.3f})")
     lines += [f"  {k:<32}{v:.3f}" for k, v in a["per_language"].items()]
