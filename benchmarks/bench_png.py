@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import statistics
-import struct
 import sys
 import time
 import zlib
@@ -29,11 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_textures import _avatars  # noqa: E402
 
+from moe_avatar.server.png import encode_png, png_file  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
 def one_filter_png(image: np.ndarray, filter_type: int, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
@@ -48,9 +45,7 @@ def one_filter_png(image: np.ndarray, filter_type: int, level: int, strategy: in
     raw = np.empty((h, w * 4 + 1), np.uint8)
     raw[:, 0], raw[:, 1:] = filter_type, filtered
     z = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
-    data = z.compress(raw.tobytes()) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
-            + _chunk(b"IDAT", data) + _chunk(b"IEND", b""))
+    return png_file(w, h, z.compress(raw.tobytes()) + z.flush())
 
 
 def pillow_png(image: np.ndarray, **options) -> bytes:
@@ -60,8 +55,6 @@ def pillow_png(image: np.ndarray, **options) -> bytes:
 
 
 def options() -> dict[str, callable]:
-    from moe_avatar.server.png import encode_png
-
     return {
         "pillow level 6": lambda im: pillow_png(im, compress_level=6),
         "pillow level 3": lambda im: pillow_png(im, compress_level=3),

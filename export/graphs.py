@@ -115,7 +115,7 @@ class UpscalerGraph(nn.Module):
         self.register_buffer("bilinear", bilinear_kernel(cfg.scale, cfg.channels), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from moe_avatar.training.upscaler import ALPHA_SNAP, opaque_background
+        from moe_avatar.training.upscaler import alpha_rules, opaque_background
 
         s, c = self.up.cfg.scale, self.up.cfg.channels
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
@@ -123,10 +123,7 @@ class UpscalerGraph(nn.Module):
         base = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), self.bilinear)
         v = ((tail(body(x)) + base + 1.0) * 127.5).clamp(0.0, 255.0)
         rgb, a = v[:, :(c - 1) * s * s], v[:, (c - 1) * s * s:]
-        snap = 255.0 * ALPHA_SNAP
-        a = torch.where(a < snap, torch.zeros_like(a), a)
-        a = torch.where(a > 255.0 - snap, torch.full_like(a, 255.0), a)
-        a = torch.where(opaque_background(x)[:, None, None, None], torch.full_like(a, 255.0), a)
+        a = alpha_rules(a, opaque_background(x), full=255.0)
         v = torch.round(torch.cat([rgb, a], dim=1)).to(torch.uint8)
         return torch.nn.functional.pixel_shuffle(v, s).permute(0, 2, 3, 1)
 

@@ -35,6 +35,10 @@ def encode_png(pixels: np.ndarray) -> bytes:
     raw[0, 1:] = rows[0]  # the row above the first is zeros
     np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as the spec says
     z = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 15, 9, zlib_ng.Z_RLE)
-    idat = z.compress(raw.data) + z.flush()
-    header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)  # 8 bits, RGBA, deflate, filter set 0, no interlace
+    return png_file(w, h, z.compress(raw.data) + z.flush())
+
+
+def png_file(width: int, height: int, idat: bytes) -> bytes:
+    """The PNG file around deflated, filtered 8-bit RGBA rows `idat` (one IDAT chunk)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA, deflate, filter set 0, no interlace
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

@@ -65,23 +65,21 @@ def encode(image: np.ndarray, spec: OutputSpec) -> EncodedTexture:
     """uint8 [H, W, 4] top-down RGBA -> texture bytes as the client asked. With filter MODEL
     `image` is already the upscaler's output (resolve_filter; service.py)."""
     applied_filter = spec.filter if spec.filter == pb.RESIZE_FILTER_MODEL else pb.RESIZE_FILTER_UNSPECIFIED
-    pil = Image.fromarray(np.ascontiguousarray(image), mode="RGBA")
+    pixels = np.ascontiguousarray(image)
     if spec.size and spec.size != image.shape[0]:
         flt = spec.filter or pb.RESIZE_FILTER_LANCZOS  # unresolved default: Lanczos, as on a model without an upscaler
-        pil = pil.resize((spec.size, spec.size), FILTERS[flt])
+        pixels = np.asarray(Image.fromarray(pixels, mode="RGBA").resize((spec.size, spec.size), FILTERS[flt]))
         applied_filter = flt
     if spec.format == pb.TEXTURE_FORMAT_RGBA8:
-        pixels = np.asarray(pil)
-        if spec.row_order == pb.ROW_ORDER_BOTTOM_UP:
-            pixels = pixels[::-1]
-        data = np.ascontiguousarray(pixels).tobytes()
+        rows = pixels[::-1] if spec.row_order == pb.ROW_ORDER_BOTTOM_UP else pixels
+        data = np.ascontiguousarray(rows).tobytes()
     elif spec.format == pb.TEXTURE_FORMAT_WEBP:
         buf = io.BytesIO()
-        pil.save(buf, "WEBP", lossless=True, exact=True, quality=80)
+        Image.fromarray(pixels, mode="RGBA").save(buf, "WEBP", lossless=True, exact=True, quality=80)
         data = buf.getvalue()
     else:
-        data = encode_png(np.asarray(pil))  # server/png.py: one filter, zlib level 1 run-length
-    return EncodedTexture(data=data, width=pil.width, height=pil.height, format=spec.format,
+        data = encode_png(pixels)  # server/png.py: one filter, zlib-ng level 1 run-length
+    return EncodedTexture(data=data, width=pixels.shape[1], height=pixels.shape[0], format=spec.format,
                           row_order=spec.row_order, resize_filter=applied_filter,
                           sha256=hashlib.sha256(data).digest())
 

@@ -41,15 +41,14 @@ def reading_scores(read: Callable[[list[str]], list[Reading]], prompts: list[Pro
     the gate's error, as against a wrong value)."""
     readings = read([p.text for p in prompts])
     right, total, det_right, det_total = np.zeros(len(prompts)), np.zeros(len(prompts)), 0, 0
-    per_family: dict[str, list[int]] = {}  # family -> [read right, stated, missed (read as open)]
+    per_family: dict[str, np.ndarray] = {}  # family -> [read right, stated, missed (read as open)]
     for i, (p, r) in enumerate(zip(prompts, readings)):
         for fam, (p_stated, value) in r.items():
             if fam in p.attributes:
                 ok = _same(fam, value, p.attributes[fam])
                 right[i] += ok
                 total[i] += 1
-                row = per_family.setdefault(fam, [0, 0, 0])
-                row[0], row[1], row[2] = row[0] + ok, row[1] + 1, row[2] + (p_stated <= 0.5)
+                per_family.setdefault(fam, np.zeros(3))[:] += (ok, 1, p_stated <= 0.5)
             if fam not in p.excludes:
                 det_right += (p_stated > 0.5) == (fam in p.attributes)
                 det_total += 1
@@ -60,4 +59,5 @@ def reading_scores(read: Callable[[list[str]], list[Reading]], prompts: list[Pro
     return {"accuracy": float(right.sum() / max(total.sum(), 1)), "ci95": bootstrap_ci(right, total),
             "stated_detection": det_right / max(det_total, 1),
             "order_invariance": float(np.mean(same)) if same else None, "shuffled_prompts": len(pairs),
-            "per_family": {f: {"accuracy": r / n, "stated": n, "missed": m / n} for f, (r, n, m) in per_family.items()}}
+            "per_family": {f: {"accuracy": float(r / n), "stated": int(n), "missed": float(m / n)}
+                           for f, (r, n, m) in per_family.items()}}

@@ -87,12 +87,19 @@ def opaque_background(x: torch.Tensor) -> torch.Tensor:
     return ring.mean(dim=1) > 0.5
 
 
+def alpha_rules(a: torch.Tensor, opaque: torch.Tensor, full: float = 1.0) -> torch.Tensor:
+    """The alpha rules (module docstring) on alpha `a` [B, C, H, W] in [0, full]: near 0 or `full`
+    snaps to it, and an image whose input background is opaque (`opaque` [B]) is opaque
+    everywhere. `full` lets the exported graph apply them to 0..255 values."""
+    snap = ALPHA_SNAP * full
+    a = torch.where(a < snap, torch.zeros_like(a), a)
+    a = torch.where(a > full - snap, torch.full_like(a, full), a)
+    return torch.where(opaque[:, None, None, None], torch.full_like(a, full), a)
+
+
 def clean_alpha(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The alpha rules (module docstring) on the upscaled `y` of input `x`."""
-    a = (y[:, 3:4] + 1.0) * 0.5
-    a = torch.where(a < ALPHA_SNAP, torch.zeros_like(a), a)
-    a = torch.where(a > 1.0 - ALPHA_SNAP, torch.ones_like(a), a)
-    a = torch.where(opaque_background(x)[:, None, None, None], torch.ones_like(a), a)
+    """The alpha rules on the upscaled `y` of input `x`."""
+    a = alpha_rules((y[:, 3:4] + 1.0) * 0.5, opaque_background(x))
     return torch.cat([y[:, :3], a * 2.0 - 1.0], dim=1)
 
 

@@ -290,15 +290,13 @@ namespace MoeAvatar.Client
             Done = true;
         }
 
-        /// <summary>The result; throws if the stream ended before its Done message.</summary>
         /// <summary>The stream's reading event (sent once, after the prompt is encoded).</summary>
         public void OnReading(PromptReadingInfo reading)
         {
             _reading = reading;
         }
 
-        public PromptReadingInfo Reading { get { return _reading; } }
-
+        /// <summary>The result; throws if the stream ended before its Done message.</summary>
         public AvatarResult ToResult()
         {
             if (!Done)

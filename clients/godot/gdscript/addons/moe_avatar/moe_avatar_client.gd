@@ -264,7 +264,6 @@ func handle_event(event: Dictionary, state: Dictionary) -> String:
 	elif event.has("chunk"):
 		return _add_chunk(event["chunk"], state)
 	elif event.has("reading"):
-		state["reading"] = event["reading"]
 		prompt_read.emit(reading_summary(event["reading"]), event["reading"])
 	elif event.has("done"):
 		var done: Dictionary = event["done"]
